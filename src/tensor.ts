@@ -1,0 +1,181 @@
+/**
+ * GPU tensors: f32 or i32 elements in a pooled storage buffer, row-major.
+ *
+ * @module
+ */
+
+import { getGpu } from "./gpu/device.ts";
+import type { BufferRange, Gpu } from "./gpu/runtime.ts";
+import { formatShape, type HostTensor, numel, toFloat32, toInt32 } from "./host_tensor.ts";
+
+/** Element types a GPU tensor can hold. */
+export type DType = "float32" | "int32";
+
+/** Options for creating a tensor from host data. */
+export interface TensorOptions {
+  /** Track gradients for this tensor (its `.grad` is filled by `backward`). */
+  requiresGrad?: boolean;
+  /** The GPU to place it on; the default GPU when absent. */
+  gpu?: Gpu;
+  /** Element type on the GPU; float host data becomes float32 and integer data int32 when absent. */
+  dtype?: DType;
+}
+
+/** Shared, reference-counted storage, so that reshaped views do not copy. */
+class Storage {
+  refs = 1;
+  constructor(readonly gpu: Gpu, readonly buffer: GPUBuffer, readonly bytes: number) {}
+  drop(): void {
+    if (--this.refs === 0) this.gpu.release(this.buffer);
+  }
+}
+
+/**
+ * A tensor on the GPU.
+ *
+ * @example
+ * ```ts
+ * import { Tensor } from "@xlstm/core";
+ * const x = await Tensor.from({ dtype: "float32", shape: [2, 2], data: new Float32Array([1, 2, 3, 4]) });
+ * const host = await x.toHost();
+ * console.log(host.shape, host.data);
+ * x.dispose();
+ * ```
+ */
+export class Tensor {
+  /** Dimensions, outermost first. */
+  readonly shape: readonly number[];
+  /** Element type. */
+  readonly dtype: DType;
+  /** Whether gradients flow to this tensor. */
+  requiresGrad: boolean;
+  /** Accumulated gradient after `backward`, or null. */
+  grad: Tensor | null = null;
+  #storage: Storage;
+
+  private constructor(storage: Storage, shape: readonly number[], dtype: DType, requiresGrad = false) {
+    this.#storage = storage;
+    this.shape = Object.freeze([...shape]);
+    this.dtype = dtype;
+    this.requiresGrad = requiresGrad;
+  }
+
+  /** Uploads a host tensor (any float dtype becomes float32, int64 becomes int32) to the GPU. */
+  static async from(host: HostTensor, options: TensorOptions = {}): Promise<Tensor> {
+    return Tensor.fromHost(options.gpu ?? await getGpu(), host, options);
+  }
+
+  /** Synchronous {@linkcode Tensor.from} for a known GPU. */
+  static fromHost(gpu: Gpu, host: HostTensor, options: TensorOptions = {}): Tensor {
+    const n = numel(host.shape);
+    if (host.data.length !== n) {
+      throw new RangeError(`Tensor.from: shape ${formatShape(host.shape)} needs ${n} elements, data has ${host.data.length}`);
+    }
+    const isInt = host.dtype === "int32" || host.dtype === "int64";
+    const dtype = options.dtype ?? (isInt ? "int32" : "float32");
+    const data = dtype === "int32" ? toInt32(host) : toFloat32(host);
+    const t = Tensor.empty(gpu, host.shape, dtype, options.requiresGrad);
+    if (n) gpu.upload(t.buffer, 0, data);
+    return t;
+  }
+
+  /** A tensor with undefined contents (for kernel outputs). */
+  static empty(gpu: Gpu, shape: readonly number[], dtype: DType = "float32", requiresGrad = false): Tensor {
+    const bytes = numel(shape) * 4;
+    return new Tensor(new Storage(gpu, gpu.alloc(bytes), bytes), shape, dtype, requiresGrad);
+  }
+
+  /** A tensor of zeros, cleared on the GPU. */
+  static zeros(gpu: Gpu, shape: readonly number[], dtype: DType = "float32"): Tensor {
+    const t = Tensor.empty(gpu, shape, dtype);
+    gpu.clear(t.buffer, 0, Math.ceil(t.bytes / 4) * 4);
+    return t;
+  }
+
+  /** Reads several tensors back with one submit and one wait. */
+  static async toHostAll(tensors: readonly Tensor[]): Promise<HostTensor[]> {
+    if (!tensors.length) return [];
+    const raw = await tensors[0].gpu.read(tensors.map((t) => t.range()));
+    return raw.map((bytes, i) => {
+      const t = tensors[i];
+      const data = t.dtype === "int32" ? new Int32Array(bytes) : new Float32Array(bytes);
+      return { dtype: t.dtype, shape: [...t.shape], data };
+    });
+  }
+
+  /** The GPU holding this tensor. */
+  get gpu(): Gpu {
+    return this.#storage.gpu;
+  }
+
+  /** The storage buffer (pooled, possibly larger than the tensor). */
+  get buffer(): GPUBuffer {
+    return this.#storage.buffer;
+  }
+
+  /** Number of elements. */
+  get size(): number {
+    return numel(this.shape);
+  }
+
+  /** Size in bytes. */
+  get bytes(): number {
+    return this.size * 4;
+  }
+
+  /** The byte range of elements `[start, start + count)`, for binding or copying. */
+  range(start = 0, count: number = this.size - start): BufferRange {
+    return { buffer: this.buffer, offset: start * 4, size: Math.max(4, count * 4) };
+  }
+
+  /**
+   * The whole tensor as one storage binding. Throws, naming the tensor, if it exceeds the adapter's binding limit;
+   * ops that handle larger tensors bind ranges instead.
+   */
+  binding(name = "tensor"): BufferRange {
+    if (this.bytes > this.gpu.maxBinding) {
+      throw new RangeError(
+        `${name} ${formatShape(this.shape)} takes ${this.bytes} bytes, more than this adapter's storage binding ` +
+          `limit of ${this.gpu.maxBinding} bytes, and this operation does not split it`,
+      );
+    }
+    return this.range();
+  }
+
+  /** Copies the tensor to host memory. */
+  async toHost(): Promise<HostTensor> {
+    return (await Tensor.toHostAll([this]))[0];
+  }
+
+  /** A view with another shape of the same number of elements (no copy). */
+  reshape(shape: readonly number[]): Tensor {
+    if (numel(shape) !== this.size) {
+      throw new RangeError(`reshape: cannot view ${formatShape(this.shape)} as ${formatShape(shape)}`);
+    }
+    this.#storage.refs++;
+    return new Tensor(this.#storage, shape, this.dtype);
+  }
+
+  /** A new tensor with the same contents. */
+  clone(): Tensor {
+    const t = Tensor.empty(this.gpu, this.shape, this.dtype);
+    this.gpu.copy(this.buffer, 0, t.buffer, 0, Math.ceil(this.bytes / 4) * 4);
+    return t;
+  }
+
+  /** Returns the storage to the pool once no view uses it. Using the tensor afterwards is an error. */
+  dispose(): void {
+    this.#storage.drop();
+    this.grad?.dispose();
+    this.grad = null;
+  }
+}
+
+/** Throws unless `t` has exactly `expected` shape; `-1` matches any extent. The message names the tensor. */
+export function expectShape(name: string, t: { shape: readonly number[] }, expected: readonly number[]): void {
+  const ok = t.shape.length === expected.length && expected.every((d, i) => d === -1 || d === t.shape[i]);
+  if (!ok) {
+    const want = formatShape(expected).replaceAll("-1", "*");
+    throw new RangeError(`${name}: expected shape ${want}, got ${formatShape(t.shape)}`);
+  }
+}

@@ -1,0 +1,88 @@
+/**
+ * Test helpers: a seeded generator (the seed is printed so a failure can be replayed), float64 comparison, and one
+ * lazily created GPU per test file.
+ */
+
+import { createGpu } from "../src/gpu/device.ts";
+import type { Gpu } from "../src/gpu/runtime.ts";
+import type { HostTensor } from "../src/host_tensor.ts";
+
+/** A seeded generator of uniform and normal floats (mulberry32 + Box–Muller). */
+export class Rng {
+  #state: number;
+  constructor(readonly seed: number) {
+    this.#state = seed >>> 0;
+  }
+  /** Uniform in [0, 1). */
+  uniform(): number {
+    let t = (this.#state = (this.#state + 0x6d2b79f5) >>> 0);
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  }
+  /** Standard normal. */
+  normal(): number {
+    return Math.sqrt(-2 * Math.log(1 - this.uniform())) * Math.cos(2 * Math.PI * this.uniform());
+  }
+  /** Integer in [0, n). */
+  int(n: number): number {
+    return Math.floor(this.uniform() * n);
+  }
+  /** `n` normals scaled by `std`, as float64. */
+  normals(n: number, std = 1): Float64Array {
+    const out = new Float64Array(n);
+    for (let i = 0; i < n; i++) out[i] = this.normal() * std;
+    return out;
+  }
+}
+
+/** A fresh seed for this run, printed with the test's name so a failure can be replayed with `SEED=...`. */
+export function freshRng(label: string): Rng {
+  const fixed = Deno.env.get("SEED");
+  const seed = fixed ? Number(fixed) : Math.floor(Math.random() * 2 ** 31);
+  console.log(`${label}: seed ${seed}`);
+  return new Rng(seed);
+}
+
+/** A float32 host tensor holding `data` (rounded from float64). */
+export function host(shape: number[], data: ArrayLike<number>): HostTensor {
+  return { dtype: "float32", shape, data: Float32Array.from(data) };
+}
+
+/** Random normal float32 host tensor and its exact float64 values. */
+export function randomTensor(rng: Rng, shape: number[], std = 1): { host: HostTensor; values: Float64Array } {
+  const n = shape.reduce((a, b) => a * b, 1);
+  const t = host(shape, rng.normals(n, std));
+  return { host: t, values: Float64Array.from(t.data as Float32Array) };
+}
+
+/** max |got − want| / max |want|: the metric of the conformance check. */
+export function relativeError(got: ArrayLike<number>, want: ArrayLike<number>): number {
+  if (got.length !== want.length) throw new RangeError(`length ${got.length} vs ${want.length}`);
+  let maxRef = 0, maxDiff = 0;
+  for (let i = 0; i < got.length; i++) {
+    maxRef = Math.max(maxRef, Math.abs(want[i]));
+    const d = Math.abs(got[i] - want[i]);
+    if (!(d <= maxDiff)) maxDiff = Number.isNaN(d) ? Infinity : d;
+  }
+  return maxDiff / Math.max(maxRef, 1e-30);
+}
+
+/** Throws unless `got` is within `tol` of `want` in {@linkcode relativeError}. */
+export function assertClose(got: ArrayLike<number>, want: ArrayLike<number>, tol: number, what = "values"): void {
+  const err = relativeError(got, want);
+  if (!(err <= tol)) throw new Error(`${what}: relative error ${err.toExponential(3)} exceeds ${tol.toExponential(1)}`);
+}
+
+let gpuPromise: Promise<Gpu> | null = null;
+
+/** The test file's GPU, created on first use; call {@linkcode closeTestGpu} in the file's last test. */
+export function testGpu(): Promise<Gpu> {
+  return gpuPromise ??= createGpu();
+}
+
+/** Destroys the test file's GPU. */
+export async function closeTestGpu(): Promise<void> {
+  if (gpuPromise) (await gpuPromise).destroy();
+  gpuPromise = null;
+}
