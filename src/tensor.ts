@@ -179,3 +179,37 @@ export function expectShape(name: string, t: { shape: readonly number[] }, expec
     throw new RangeError(`${name}: expected shape ${want}, got ${formatShape(t.shape)}`);
   }
 }
+
+/**
+ * A strided matrix view into a tensor: element `(r, c)` lives at flat index `offset + r * stride + c`. Ops take
+ * views so that column slices (the halves of a fused projection, q/k/v inside one buffer) need no copy.
+ */
+export interface MatrixView {
+  /** The tensor holding the elements. */
+  tensor: Tensor;
+  /** Number of rows. */
+  rows: number;
+  /** Number of columns. */
+  cols: number;
+  /** Flat index of element (0, 0). */
+  offset: number;
+  /** Distance between consecutive rows, in elements. */
+  stride: number;
+}
+
+/** The whole tensor as a `[size / cols, cols]` matrix; `cols` defaults to the last dimension. */
+export function matrix(t: Tensor, cols: number = t.shape[t.shape.length - 1] ?? 1): MatrixView {
+  if (cols <= 0 || t.size % cols !== 0) {
+    throw new RangeError(`cannot view ${formatShape(t.shape)} as rows of ${cols} columns`);
+  }
+  return { tensor: t, rows: t.size / cols, cols, offset: 0, stride: cols };
+}
+
+/** Columns `[start, start + count)` of the tensor viewed as a matrix of its last dimension. */
+export function columns(t: Tensor, start: number, count: number): MatrixView {
+  const whole = matrix(t);
+  if (start < 0 || count <= 0 || start + count > whole.cols) {
+    throw new RangeError(`columns [${start}, ${start + count}) are outside ${formatShape(t.shape)}`);
+  }
+  return { ...whole, cols: count, offset: start };
+}

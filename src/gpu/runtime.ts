@@ -125,16 +125,18 @@ export class Gpu {
     this.adapterName = adapterName;
     this.hasF16 = features.includes("shader-f16");
     this.hasTimestamps = features.includes("timestamp-query");
+    this.maxBinding = Math.min(this.limits.maxStorageBufferBindingSize, this.limits.maxBufferSize);
     device.lost.then((info) => {
       this.#lost = true;
       if (info.reason !== "destroyed") this.#checks.push(Promise.resolve(`device lost: ${info.message}`));
     });
   }
 
-  /** Largest byte range one storage binding may cover. */
-  get maxBinding(): number {
-    return Math.min(this.limits.maxStorageBufferBindingSize, this.limits.maxBufferSize);
-  }
+  /**
+   * Largest byte range one storage binding may cover. Ops split larger tensors into ranges of at most this size;
+   * tests lower it to exercise those paths on small tensors.
+   */
+  maxBinding: number;
 
   /** Returns the cached compute pipeline for a kernel entry point and its override constants. */
   pipeline(kernel: Kernel, constants: Record<string, number> = {}, entryPoint = "main"): GPUComputePipeline {
