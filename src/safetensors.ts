@@ -422,7 +422,7 @@ function plan(tensors: Record<string, HostTensor>, options: WriteSafetensorsOpti
  * ```ts
  * import { encodeSafetensors } from "@xlstm/core";
  * const bytes = encodeSafetensors({ b: { dtype: "float32", shape: [], data: new Float32Array([0.5]) } });
- * console.log(bytes.length); // 8 + header + 4
+ * console.log(bytes.length); // 68: 8-byte length, 56-byte padded header, 4 data bytes
  * ```
  */
 export function encodeSafetensors(tensors: Record<string, HostTensor>, options?: WriteSafetensorsOptions): Uint8Array {

@@ -52,12 +52,14 @@ export class Tensor {
   /** Accumulated gradient after `backward`, or null. */
   grad: Tensor | null = null;
   #storage: Storage;
+  #disposed = false;
 
   private constructor(storage: Storage, shape: readonly number[], dtype: DType, requiresGrad = false) {
     this.#storage = storage;
     this.shape = Object.freeze([...shape]);
     this.dtype = dtype;
     this.requiresGrad = requiresGrad;
+    scopes.at(-1)?.add(this);
   }
 
   /** Uploads a host tensor (any float dtype becomes float32, int64 becomes int32) to the GPU. */
@@ -69,7 +71,9 @@ export class Tensor {
   static fromHost(gpu: Gpu, host: HostTensor, options: TensorOptions = {}): Tensor {
     const n = numel(host.shape);
     if (host.data.length !== n) {
-      throw new RangeError(`Tensor.from: shape ${formatShape(host.shape)} needs ${n} elements, data has ${host.data.length}`);
+      throw new RangeError(
+        `Tensor.from: shape ${formatShape(host.shape)} needs ${n} elements, data has ${host.data.length}`,
+      );
     }
     const isInt = host.dtype === "int32" || host.dtype === "int64";
     const dtype = options.dtype ?? (isInt ? "int32" : "float32");
@@ -165,9 +169,49 @@ export class Tensor {
 
   /** Returns the storage to the pool once no view uses it. Using the tensor afterwards is an error. */
   dispose(): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
     this.#storage.drop();
     this.grad?.dispose();
     this.grad = null;
+  }
+}
+
+const scopes: Set<Tensor>[] = [];
+
+function collect(value: unknown, into: Set<Tensor>): void {
+  if (value instanceof Tensor) into.add(value);
+  else if (Array.isArray(value)) { for (const v of value) collect(v, into); }
+  else if (value && typeof value === "object") { for (const v of Object.values(value)) collect(v, into); }
+}
+
+/**
+ * Runs `fn` and disposes every tensor created inside it except those reachable from its result (arrays and plain
+ * objects are searched), which move to the enclosing scope. If `fn` throws, everything it created is disposed.
+ *
+ * @example
+ * ```ts
+ * import { Tensor, tidy } from "@xlstm/core";
+ * const x = await Tensor.from({ dtype: "float32", shape: [4], data: new Float32Array(4) });
+ * const y = tidy(() => x.reshape([2, 2]).reshape([4, 1])); // the [2, 2] view is disposed
+ * console.log(y.shape);
+ * ```
+ */
+export function tidy<T>(fn: () => T): T {
+  const created = new Set<Tensor>();
+  scopes.push(created);
+  const keep = new Set<Tensor>();
+  try {
+    const result = fn();
+    collect(result, keep);
+    return result;
+  } finally {
+    scopes.pop();
+    const parent = scopes.at(-1);
+    for (const t of created) {
+      if (!keep.has(t)) t.dispose();
+      else parent?.add(t);
+    }
   }
 }
 

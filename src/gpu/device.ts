@@ -39,7 +39,7 @@ export interface AdapterSource {
  * gpu.destroy();
  * ```
  */
-export async function createGpu(source: AdapterSource | undefined = globalThis.navigator?.gpu): Promise<Gpu> {
+export async function createGpu(source: AdapterSource | null = globalThis.navigator?.gpu ?? null): Promise<Gpu> {
   if (!source) throw new GpuUnavailableError(`navigator.gpu is not available in this runtime. ${NO_ADAPTER_HELP}`);
   const adapter = await source.requestAdapter({ powerPreference: "high-performance" });
   if (!adapter) throw new GpuUnavailableError(NO_ADAPTER_HELP);

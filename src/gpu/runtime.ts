@@ -337,7 +337,10 @@ export class Gpu {
     if (arena && arena.used + bytes.byteLength > ARENA_BYTES) arena = this.#arenas[++this.#arenaIndex];
     if (!arena) {
       arena = {
-        buffer: this.device.createBuffer({ size: ARENA_BYTES, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST }),
+        buffer: this.device.createBuffer({
+          size: ARENA_BYTES,
+          usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+        }),
         shadow: new Uint8Array(ARENA_BYTES),
         used: 0,
       };

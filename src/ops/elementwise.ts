@@ -12,7 +12,9 @@ import { Tensor } from "../tensor.ts";
 const KERNEL = { name: "elementwise", code };
 
 function binary(entry: "add" | "mul", a: Tensor, b: Tensor): Tensor {
-  if (b.size === 0 || a.size % b.size !== 0 || a.shape.slice(a.shape.length - b.shape.length).join() !== b.shape.join()) {
+  if (
+    b.size === 0 || a.size % b.size !== 0 || a.shape.slice(a.shape.length - b.shape.length).join() !== b.shape.join()
+  ) {
     throw new RangeError(`${entry}: cannot broadcast b ${formatShape(b.shape)} over a ${formatShape(a.shape)}`);
   }
   const gpu = a.gpu;

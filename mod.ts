@@ -1,0 +1,65 @@
+/**
+ * # @xlstm/core
+ *
+ * xLSTM — the sLSTM + mLSTM recurrent architecture of Beck et al. (NeurIPS 2024) — in TypeScript, with every
+ * kernel in WGSL on WebGPU: any GPU Deno can reach, no native build step. Configs take the PyTorch reference's
+ * (NX-AI/xlstm) YAML/dict fields verbatim, parameters carry its state_dict names, and outputs match it.
+ *
+ * @example The reference README's block stack
+ * ```ts
+ * import { Tensor, xLSTMBlockStack, xLSTMBlockStackConfig } from "@xlstm/core";
+ *
+ * const cfg = xLSTMBlockStackConfig(`
+ * mlstm_block:
+ *   mlstm: { conv1d_kernel_size: 4, qkv_proj_blocksize: 4, num_heads: 4 }
+ * slstm_block:
+ *   slstm: { backend: cuda, num_heads: 4, conv1d_kernel_size: 4, bias_init: powerlaw_blockdependent }
+ *   feedforward: { proj_factor: 1.3, act_fn: gelu }
+ * context_length: 256
+ * num_blocks: 7
+ * embedding_dim: 128
+ * slstm_at: [1]
+ * `);
+ * const stack = await xLSTMBlockStack.create(cfg);
+ * const x = await Tensor.from({ dtype: "float32", shape: [4, 256, 128], data: new Float32Array(4 * 256 * 128) });
+ * const y = await stack.forward(x);
+ * console.log(y.shape); // [4, 256, 128]
+ * stack.dispose();
+ * ```
+ *
+ * @module
+ */
+
+export * from "./src/config.ts";
+export {
+  type AdapterSource,
+  createGpu,
+  getGpu,
+  GpuUnavailableError,
+  NO_ADAPTER_HELP,
+  releaseGpu,
+} from "./src/gpu/device.ts";
+export { type BufferRange, Gpu, GpuError, type Kernel, Params, type Workgroups } from "./src/gpu/runtime.ts";
+export { checkLoopLimit, type LoopLimitReport } from "./src/gpu/self_test.ts";
+export {
+  bf16ToNumber,
+  f16ToNumber,
+  type HostData,
+  type HostDType,
+  type HostTensor,
+  numberToBf16,
+  numberToF16,
+  toFloat32,
+  toInt32,
+} from "./src/host_tensor.ts";
+export { Rng } from "./src/random.ts";
+export * from "./src/safetensors.ts";
+export { columns, type DType, matrix, type MatrixView, Tensor, type TensorOptions, tidy } from "./src/tensor.ts";
+export { type CreateOptions, Module } from "./src/models/module.ts";
+export { type LoadOptions, StateDictError } from "./src/models/parameters.ts";
+export { mLSTMLayer, type mLSTMLayerState } from "./src/models/mlstm_layer.ts";
+export { sLSTMLayer, type sLSTMLayerState } from "./src/models/slstm_layer.ts";
+export { GatedFeedForward } from "./src/models/feedforward.ts";
+export { xLSTMBlock, type xLSTMBlockState } from "./src/models/block.ts";
+export { xLSTMBlockStack, type xLSTMBlockStackState } from "./src/models/block_stack.ts";
+export { xLSTMLMModel } from "./src/models/lm_model.ts";

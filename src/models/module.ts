@@ -1,0 +1,70 @@
+/**
+ * The base of every model and layer: parameters by the reference's state_dict names.
+ *
+ * @module
+ */
+
+import { getGpu } from "../gpu/device.ts";
+import type { Gpu } from "../gpu/runtime.ts";
+import type { HostTensor } from "../host_tensor.ts";
+import { Rng } from "../random.ts";
+import type { Tensor } from "../tensor.ts";
+import { type LoadOptions, ParameterStore, Scope } from "./parameters.ts";
+
+/** Options for creating a model. */
+export interface CreateOptions {
+  /** The GPU to place the model on; the default GPU when absent. */
+  gpu?: Gpu;
+  /** Seed of the parameter initialisation; a random one when absent. */
+  seed?: number;
+}
+
+/** A fresh root scope for a model created with `options`. */
+export async function rootScope(options: CreateOptions = {}): Promise<Scope> {
+  const gpu = options.gpu ?? await getGpu();
+  const seed = options.seed ?? Math.floor(Math.random() * 2 ** 31);
+  return new Scope(new ParameterStore(gpu, new Rng(seed)));
+}
+
+/** A module: a set of parameters under a name prefix, like a PyTorch `nn.Module`. */
+export class Module {
+  /** Where this module's parameters live. */
+  protected readonly scope: Scope;
+
+  constructor(scope: Scope) {
+    this.scope = scope;
+  }
+
+  /** The GPU holding the parameters. */
+  get gpu(): Gpu {
+    return this.scope.gpu;
+  }
+
+  /** `(name, parameter)` pairs as `named_parameters()` lists them (tied weights once). */
+  namedParameters(): Iterable<[string, Tensor]> {
+    return this.scope.store.named(this.scope.prefix);
+  }
+
+  /** Total number of parameter elements. */
+  numParameters(): number {
+    let n = 0;
+    for (const [, p] of this.namedParameters()) n += p.size;
+    return n;
+  }
+
+  /** The parameters as host tensors under the reference's state_dict keys and layouts. */
+  stateDict(): Promise<Record<string, HostTensor>> {
+    return this.scope.store.stateDict(this.scope.prefix);
+  }
+
+  /** Loads reference state_dict tensors; strict by default. Throws `StateDictError` naming every bad key. */
+  loadStateDict(record: Record<string, HostTensor>, options: LoadOptions = {}): Promise<void> {
+    this.scope.store.load(record, this.scope.prefix, options);
+    return Promise.resolve();
+  }
+
+  /** Frees the GPU memory of every parameter of the model this module belongs to. */
+  dispose(): void {
+    this.scope.store.dispose();
+  }
+}

@@ -1,0 +1,160 @@
+/**
+ * Depthwise causal conv1d (spec A3.3, NeurIPS `CausalConv1d`) and its recurrent step window.
+ *
+ * A recurrent step on one frame per batch is
+ * ```ts
+ * const next = conv1dStateUpdate(state, x, { batch: B, frames: KS }); // the reference's rolled window [B, KS, F]
+ * const y = causalConv1d(x, weight, bias, { batch: B, history: state }); // the OLD window supplies the past frames
+ * ```
+ * which equals the reference's `y = Σ_k next[:, k, :] · W[k, :] + bias`. Both return fresh tensors: unlike the
+ * reference (pitfall E10), the state passed in is never modified.
+ *
+ * @module
+ */
+
+import code from "../../shaders/conv1d_forward.wgsl" with { type: "text" };
+import { type BufferRange, type Gpu, grid, Params } from "../gpu/runtime.ts";
+import { formatShape } from "../host_tensor.ts";
+import { expectShape, type MatrixView, Tensor } from "../tensor.ts";
+
+const KERNEL = { name: "conv1d_forward", code };
+/** Taps per output: each is one loop trip, far below lavapipe's silent cut at 65,535 trips per invocation. */
+const MAX_TAPS = 4096;
+
+/** Options of {@linkcode causalConv1d}. */
+export interface CausalConv1dOptions {
+  /** B: x's rows are `B · S` frames, row `b · S + t`. */
+  batch: number;
+  /** `"swish"` applies `y · sigmoid(y)` to the output (default `"none"`). */
+  activation?: "none" | "swish";
+  /** `[B, H, F]` with `H ≥ KS − 1`: its last `KS − 1` frames precede time 0 (zeros when absent). */
+  history?: Tensor | null;
+}
+
+/** Options of {@linkcode conv1dStateUpdate}. */
+export interface Conv1dStateOptions {
+  /** B: x's rows are `B · S` frames, row `b · S + t`. */
+  batch: number;
+  /** Frames in the window: KS for the reference's step state, KS − 1 for its forward's `return_last_state`. */
+  frames: number;
+}
+
+/**
+ * `y[b, t, f] = bias[f] + Σ_{k<KS} weight[f, 0, k] · x[b, t − (KS − 1) + k, f]` (tap `KS − 1` multiplies the current
+ * frame), with x zero before `t = 0` unless `history` is given. `x` is a view of `B · S` rows and F columns (it may be
+ * a column slice of a wider tensor); `weight` is PyTorch's depthwise layout `[F, 1, KS]`; `bias` is `[F]`.
+ * Returns a new contiguous `[B, S, F]` tensor.
+ */
+export function causalConv1d(x: MatrixView, weight: Tensor, bias: Tensor | null, options: CausalConv1dOptions): Tensor {
+  const { batch, activation = "none", history = null } = options;
+  const features = x.cols;
+  checkBatch("causalConv1d", x, batch);
+  const taps = weight.shape[2] ?? 0;
+  expectShape("causalConv1d weight", weight, [features, 1, -1]);
+  checkTaps("causalConv1d", taps);
+  if (bias) expectShape("causalConv1d bias", bias, [features]);
+  if (history) {
+    expectShape("causalConv1d history", history, [batch, -1, features]);
+    if (history.shape[1] < taps - 1) {
+      throw new RangeError(
+        `causalConv1d history: expected at least ${taps - 1} frames (kernel size ${taps}), got ` +
+          formatShape(history.shape),
+      );
+    }
+  }
+  if (activation !== "none" && activation !== "swish") {
+    throw new RangeError(`causalConv1d: activation must be "none" or "swish", got ${activation}`);
+  }
+  const seq = x.rows / batch;
+  const out = Tensor.empty(x.tensor.gpu, [batch, seq, features]);
+  const weightRange = weight.binding("causalConv1d weight");
+  // An absent bias is never read, but its binding needs a buffer (a read-only one: not out's).
+  const tail = [weightRange, bias?.binding("causalConv1d bias") ?? weightRange];
+  record("main", { x, seq, taps, history }, out, tail, { hasBias: !!bias, swish: activation === "swish" });
+  return out;
+}
+
+/**
+ * The last `frames` frames, per batch, of `history` (`[B, H, F]`, any H; null = no frames, zeros before time 0)
+ * followed by x (`B · S` rows). With S = 1 and a `[B, KS, F]` history this is the reference's step window rolled left
+ * by one frame. Returns a fresh `[B, frames, F]` tensor; `history` is left as it was.
+ */
+export function conv1dStateUpdate(history: Tensor | null, x: MatrixView, options: Conv1dStateOptions): Tensor {
+  const { batch, frames } = options;
+  checkTaps("conv1dStateUpdate", frames);
+  checkBatch("conv1dStateUpdate", x, batch);
+  if (history) expectShape("conv1dStateUpdate history", history, [batch, -1, x.cols]);
+  const out = Tensor.empty(x.tensor.gpu, [batch, frames, x.cols]);
+  const seq = x.rows / batch;
+  record("state_update", { x, seq, taps: frames, history }, out, [], { hasBias: false, swish: false });
+  return out;
+}
+
+/** Per batch, the frames both entry points read: `history` (zeros when null), then x's `seq` frames. */
+interface Frames {
+  x: MatrixView;
+  seq: number;
+  taps: number;
+  history: Tensor | null;
+}
+
+/** Records one dispatch of `entry` into `out`; `tail` are the entry's storage bindings after x, history and out. */
+function record(
+  entry: "main" | "state_update",
+  frames: Frames,
+  out: Tensor,
+  tail: BufferRange[],
+  flags: { hasBias: boolean; swish: boolean },
+): void {
+  if (out.size === 0) return;
+  const { x, seq, taps, history } = frames;
+  const gpu = out.gpu;
+  const view = bindView(gpu, "x", x);
+  const historyRange = history?.binding("history") ?? view.range; // zero frames: bound (read-only) but never read
+  gpu.dispatch(
+    gpu.pipeline(KERNEL, {}, entry),
+    [view.range, historyRange, out.binding("out"), ...tail],
+    new Params().u32(out.size).u32(seq).u32(x.cols).u32(taps).u32(view.element).u32(x.stride)
+      .u32(history?.shape[1] ?? 0).u32(flags.hasBias ? 1 : 0).u32(flags.swish ? 1 : 0),
+    grid(out.size, 256, gpu.limits.maxComputeWorkgroupsPerDimension),
+  );
+}
+
+function checkBatch(op: string, x: MatrixView, batch: number): void {
+  if (x.tensor.dtype !== "float32") throw new TypeError(`${op}: x must be float32, got ${x.tensor.dtype}`);
+  const inside = x.rows >= 0 && x.cols > 0 && x.offset >= 0 && x.stride >= x.cols &&
+    (x.rows === 0 || x.offset + (x.rows - 1) * x.stride + x.cols <= x.tensor.size);
+  if (!inside) {
+    throw new RangeError(
+      `${op}: x view [${x.rows}, ${x.cols}] (offset ${x.offset}, stride ${x.stride}) lies outside its tensor ` +
+        formatShape(x.tensor.shape),
+    );
+  }
+  if (!Number.isInteger(batch) || batch < 1 || x.rows % batch !== 0) {
+    throw new RangeError(`${op}: x view [${x.rows}, ${x.cols}] does not split into ${batch} batches of frames`);
+  }
+}
+
+function checkTaps(op: string, taps: number): void {
+  if (!Number.isInteger(taps) || taps < 1 || taps > MAX_TAPS) {
+    throw new RangeError(`${op}: kernel size must be an integer in [1, ${MAX_TAPS}], got ${taps}`);
+  }
+}
+
+/**
+ * The byte range a view touches, its start aligned down to `minStorageBufferOffsetAlignment`; `element` is the
+ * view's first element within that range.
+ */
+function bindView(gpu: Gpu, name: string, v: MatrixView): { range: BufferRange; element: number } {
+  const start = v.offset, end = v.offset + Math.max(0, v.rows - 1) * v.stride + v.cols;
+  const align = gpu.limits.minStorageBufferOffsetAlignment;
+  const offset = Math.floor((start * 4) / align) * align;
+  const size = end * 4 - offset;
+  if (size > gpu.maxBinding) {
+    throw new RangeError(
+      `${name} view [${v.rows}, ${v.cols}] spans ${size} bytes, more than this adapter's storage binding limit of ` +
+        `${gpu.maxBinding} bytes`,
+    );
+  }
+  return { range: { buffer: v.tensor.buffer, offset, size }, element: start - offset / 4 };
+}

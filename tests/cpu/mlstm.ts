@@ -1,0 +1,151 @@
+/**
+ * Float64 CPU references for the mLSTM cell forward, transcribed from the spec: the parallel stabilized form
+ * (A4.1) and the recurrent step with keys scaled in the state (A4.2) or queries scaled on reading (B2.4).
+ * Layout as in the reference: q, k [B,NH,S,DHQK], v [B,NH,S,DHV], gates [B,NH,S].
+ */
+
+/** Sizes of an mLSTM cell call. */
+export interface MlstmDims {
+  batch: number;
+  heads: number;
+  seq: number;
+  dqk: number;
+  dv: number;
+}
+
+/** logsigmoid(x) = −softplus(−x). */
+export function logSigmoid(x: number): number {
+  return Math.min(x, 0) - Math.log1p(Math.exp(-Math.abs(x)));
+}
+
+/** Results of {@linkcode mlstmParallelRef}: h [B,NH,S,DHV], C [B,NH,S,S], F, m, n [B,NH,S]. */
+export interface MlstmParallelRef {
+  h: Float64Array;
+  scores: Float64Array;
+  logForget: Float64Array;
+  m: Float64Array;
+  n: Float64Array;
+}
+
+/** `parallel_stabilized_simple` (A4.1) with eps added to the normaliser. */
+export function mlstmParallelRef(
+  q: ArrayLike<number>,
+  k: ArrayLike<number>,
+  v: ArrayLike<number>,
+  igate: ArrayLike<number>,
+  fgate: ArrayLike<number>,
+  d: MlstmDims,
+  eps = 1e-6,
+): MlstmParallelRef {
+  const { seq: S, dqk, dv } = d;
+  const pairs = d.batch * d.heads;
+  const out: MlstmParallelRef = {
+    h: new Float64Array(pairs * S * dv),
+    scores: new Float64Array(pairs * S * S),
+    logForget: new Float64Array(pairs * S),
+    m: new Float64Array(pairs * S),
+    n: new Float64Array(pairs * S),
+  };
+  for (let p = 0; p < pairs; p++) {
+    const F = new Float64Array(S);
+    for (let t = 0, sum = 0; t < S; t++) F[t] = sum += logSigmoid(fgate[p * S + t]);
+    for (let t = 0; t < S; t++) {
+      const logD = new Float64Array(t + 1);
+      let m = -Infinity;
+      for (let s = 0; s <= t; s++) {
+        logD[s] = F[t] - F[s] + igate[p * S + s];
+        m = Math.max(m, logD[s]);
+      }
+      const C = new Float64Array(t + 1);
+      let rowSum = 0;
+      for (let s = 0; s <= t; s++) {
+        let dot = 0;
+        for (let e = 0; e < dqk; e++) dot += q[(p * S + t) * dqk + e] * k[(p * S + s) * dqk + e];
+        C[s] = (dot / Math.sqrt(dqk)) * Math.exp(logD[s] - m);
+        rowSum += C[s];
+        out.scores[(p * S + t) * S + s] = C[s];
+      }
+      const n = Math.max(Math.abs(rowSum), Math.exp(-m));
+      for (let j = 0; j < dv; j++) {
+        let acc = 0;
+        for (let s = 0; s <= t; s++) acc += (C[s] / (n + eps)) * v[(p * S + s) * dv + j];
+        out.h[(p * S + t) * dv + j] = acc;
+      }
+      out.logForget[p * S + t] = F[t];
+      out.m[p * S + t] = m;
+      out.n[p * S + t] = n;
+    }
+  }
+  return out;
+}
+
+/** A recurrent state: c [B,NH,DHQK,DHV], n [B,NH,DHQK], m [B,NH]. */
+export interface MlstmStateRef {
+  c: Float64Array;
+  n: Float64Array;
+  m: Float64Array;
+}
+
+/** Results of {@linkcode mlstmStepRef}: h [B,NH,DHV], the new state, and the normaliser max(|q·n'|, e^{−m'}). */
+export interface MlstmStepRef extends MlstmStateRef {
+  h: Float64Array;
+  den: Float64Array;
+}
+
+/**
+ * One recurrent step from q, k [B,NH,DHQK], v [B,NH,DHV] and gates [B,NH]: A4.2 when `keyScaledState` (k/√DHQK
+ * enters the state), B2.4 otherwise (k unscaled, q·DHQK^(-1/2) reads it). A null state is zeros, m included.
+ */
+export function mlstmStepRef(
+  q: ArrayLike<number>,
+  k: ArrayLike<number>,
+  v: ArrayLike<number>,
+  igate: ArrayLike<number>,
+  fgate: ArrayLike<number>,
+  state: MlstmStateRef | null,
+  d: Omit<MlstmDims, "seq">,
+  keyScaledState: boolean,
+  eps = 1e-6,
+): MlstmStepRef {
+  const { dqk, dv } = d;
+  const pairs = d.batch * d.heads;
+  const prev = state ?? {
+    c: new Float64Array(pairs * dqk * dv),
+    n: new Float64Array(pairs * dqk),
+    m: new Float64Array(pairs),
+  };
+  const out = {
+    h: new Float64Array(pairs * dv),
+    c: new Float64Array(pairs * dqk * dv),
+    n: new Float64Array(pairs * dqk),
+    m: new Float64Array(pairs),
+    den: new Float64Array(pairs),
+  };
+  const scale = 1 / Math.sqrt(dqk);
+  for (let p = 0; p < pairs; p++) {
+    const lf = logSigmoid(fgate[p]);
+    const m = Math.max(lf + prev.m[p], igate[p]);
+    const fa = Math.exp(lf + prev.m[p] - m);
+    const ia = Math.exp(igate[p] - m);
+    const kk = (e: number): number => keyScaledState ? k[p * dqk + e] * scale : k[p * dqk + e];
+    const qq = (e: number): number => keyScaledState ? q[p * dqk + e] : q[p * dqk + e] * scale;
+    for (let e = 0; e < dqk; e++) {
+      for (let j = 0; j < dv; j++) {
+        const at = (p * dqk + e) * dv + j;
+        out.c[at] = fa * prev.c[at] + ia * kk(e) * v[p * dv + j];
+      }
+      out.n[p * dqk + e] = fa * prev.n[p * dqk + e] + ia * kk(e);
+    }
+    let qn = 0;
+    for (let e = 0; e < dqk; e++) qn += qq(e) * out.n[p * dqk + e];
+    out.den[p] = Math.max(Math.abs(qn), Math.exp(-m));
+    const denom = out.den[p] + eps;
+    for (let j = 0; j < dv; j++) {
+      let qc = 0;
+      for (let e = 0; e < dqk; e++) qc += qq(e) * out.c[(p * dqk + e) * dv + j];
+      out.h[p * dv + j] = qc / denom;
+    }
+    out.m[p] = m;
+  }
+  return out;
+}

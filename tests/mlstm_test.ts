@@ -1,0 +1,424 @@
+import assert from "node:assert/strict";
+import type { Gpu } from "../src/gpu/runtime.ts";
+import {
+  MLSTM_MAX_LOOP,
+  mlstmParallelForward,
+  mlstmParallelForwardWithCache,
+  mlstmRecurrentStep,
+  type MlstmState,
+} from "../src/ops/mlstm.ts";
+import { readSafetensors } from "../src/safetensors.ts";
+import { columns, matrix, type MatrixView, Tensor } from "../src/tensor.ts";
+import {
+  type MlstmDims,
+  type MlstmParallelRef,
+  mlstmParallelRef,
+  type MlstmStateRef,
+  type MlstmStepRef,
+  mlstmStepRef,
+} from "./cpu/mlstm.ts";
+import { assertClose, closeTestGpu, freshRng, type Rng, testGpu } from "./util.ts";
+
+// Well-conditioned results (F, m, the scores, n, the states) are checked against 1e-5 of their largest value.
+// h divides by n_t = |Σ_s C[t,s]| (or by |q·n| in a step), and random q·k of both signs cancel in that sum: the
+// f32 error of h_t grows with Σ_s|C[t,s]| / |Σ_s C[t,s]|, which realistic inputs push past 100 (measured: up to
+// 5e-4 of max|h| over 30 seeds at S = 64; PyTorch's own float32 run has the same amplification). So h is checked
+// element by element against its first-order rounding bound instead (see roundingBound), which is about 1e-5 of
+// |h| where nothing cancels and widens only where the reference itself is ill-conditioned.
+const TOL = 1e-5;
+const U = 2 ** -24; // f32 unit roundoff
+
+/**
+ * First-order f32 error bound of h = num / (den + eps), num and den being sums whose terms are computed with
+ * `gamma` rounded operations: gamma·u·(Σ|terms of num| + |h|·Σ|terms of den|) / (den + eps). The absolute sums come
+ * from running the reference on |q|, |k|, |v| (the gates, hence the decay weights, unchanged): numAbs = hAbs·(denAbs
+ * + eps).
+ */
+function roundingBound(gamma: number, h: number, den: number, hAbs: number, denAbs: number, eps = 1e-6): number {
+  return gamma * U * (hAbs * (denAbs + eps) + Math.abs(h) * denAbs) / (den + eps);
+}
+
+/** Throws unless |got[i] − want[i]| ≤ bound[i] everywhere, naming the worst element. */
+function assertWithinBound(
+  got: ArrayLike<number>,
+  want: ArrayLike<number>,
+  bound: ArrayLike<number>,
+  what: string,
+): void {
+  assert.equal(got.length, want.length, `${what}: length`);
+  let worst = 0, at = 0;
+  for (let i = 0; i < got.length; i++) {
+    const r = Math.abs(got[i] - want[i]) / bound[i];
+    if (!(r <= worst)) [worst, at] = [Number.isNaN(r) ? Infinity : r, i];
+  }
+  if (worst > 1) {
+    throw new Error(
+      `${what}: element ${at} = ${got[at]}, want ${want[at]}: error ${worst.toFixed(2)}× its rounding bound ${
+        bound[at]
+      }`,
+    );
+  }
+}
+
+/** abs() of every input value except the gates. */
+function absValues(x: Record<Name, Float64Array>): Record<Name, Float64Array> {
+  return { ...x, q: x.q.map(Math.abs), k: x.k.map(Math.abs), v: x.v.map(Math.abs) };
+}
+
+/**
+ * Rounding bound of every parallel h (head-major): per pair, the terms pass through a DHQK-term dot product, an
+ * S-term sum and four log-domain operations on values up to Λ = max(|F|, |m|, |ĩ|) (an error u·Λ in an exponent is
+ * a relative error u·Λ of its weight), so gamma = DHQK + S + 4Λ.
+ */
+function parallelBound(x: Record<Name, Float64Array>, d: MlstmDims, ref: MlstmParallelRef): Float64Array {
+  const a = absValues(x);
+  const abs = mlstmParallelRef(a.q, a.k, a.v, a.igate, a.fgate, d);
+  const bound = new Float64Array(ref.h.length);
+  for (let p = 0; p < d.batch * d.heads; p++) {
+    let lambda = 0;
+    for (let t = p * d.seq; t < (p + 1) * d.seq; t++) {
+      lambda = Math.max(lambda, Math.abs(ref.logForget[t]), Math.abs(ref.m[t]), Math.abs(x.igate[t]));
+    }
+    for (let t = p * d.seq; t < (p + 1) * d.seq; t++) {
+      for (let i = t * d.dv; i < (t + 1) * d.dv; i++) {
+        bound[i] = roundingBound(d.dqk + d.seq + 4 * lambda, ref.h[i], ref.n[t], abs.h[i], abs.n[t]);
+      }
+    }
+  }
+  return bound;
+}
+
+/** Values of one call in the GPU layout ([B·S, NH·DH] rows) and the views the op receives. */
+interface Inputs {
+  views: Record<Name, MatrixView>;
+  /** Float64 copies of the float32 values, [B·S, cols] row-major. */
+  values: Record<Name, Float64Array>;
+  tensors: Tensor[];
+}
+
+type Name = "q" | "k" | "v" | "igate" | "fgate";
+
+/** Random inputs with realistic gates; `fused` puts q|k|v in one buffer and igate|fgate in another. */
+function makeInputs(gpu: Gpu, rng: Rng, d: MlstmDims, fused: boolean): Inputs {
+  const rows = d.batch * d.seq;
+  const cols: Record<Name, number> = {
+    q: d.heads * d.dqk,
+    k: d.heads * d.dqk,
+    v: d.heads * d.dv,
+    igate: d.heads,
+    fgate: d.heads,
+  };
+  const draw = (n: number, mean: number, std: number): Float64Array =>
+    Float64Array.from(Float32Array.from(rng.normals(n, std), (x) => x + mean));
+  const values: Record<Name, Float64Array> = {
+    q: draw(rows * cols.q, 0, 1),
+    k: draw(rows * cols.k, 0, 1),
+    v: draw(rows * cols.v, 0, 1),
+    igate: draw(rows * cols.igate, 0, 3),
+    fgate: draw(rows * cols.fgate, 3, 2),
+  };
+  const pack = (names: Name[]): Record<string, MatrixView> => {
+    const width = names.reduce((w, n) => w + cols[n], 0);
+    const data = new Float32Array(rows * width);
+    let at = 0;
+    for (const n of names) {
+      for (let r = 0; r < rows; r++) {
+        for (let c = 0; c < cols[n]; c++) data[r * width + at + c] = values[n][r * cols[n] + c];
+      }
+      at += cols[n];
+    }
+    const t = Tensor.fromHost(gpu, { dtype: "float32", shape: [d.batch, d.seq, width], data });
+    at = 0;
+    return Object.fromEntries(names.map((n) => [n, columns(t, (at += cols[n]) - cols[n], cols[n])]));
+  };
+  const groups: Name[][] = fused ? [["q", "k", "v"], ["igate", "fgate"]] : [["q"], ["k"], ["v"], ["igate"], ["fgate"]];
+  const views = Object.assign({}, ...groups.map(pack)) as Record<Name, MatrixView>;
+  return { views, values, tensors: [...new Set(Object.values(views).map((x) => x.tensor))] };
+}
+
+/** [B, S, NH, DH] ↔ [B, NH, S, DH]. */
+function swapSeqHeads(x: ArrayLike<number>, batch: number, a: number, b: number, dh: number): Float64Array {
+  const out = new Float64Array(x.length);
+  for (let n = 0; n < batch; n++) {
+    for (let i = 0; i < a; i++) {
+      for (let j = 0; j < b; j++) {
+        for (let e = 0; e < dh; e++) out[((n * b + j) * a + i) * dh + e] = x[((n * a + i) * b + j) * dh + e];
+      }
+    }
+  }
+  return out;
+}
+
+/** The CPU reference inputs, head-major as the reference takes them. */
+function headMajor(d: MlstmDims, values: Record<Name, Float64Array>): Record<Name, Float64Array> {
+  const dims: Record<Name, number> = { q: d.dqk, k: d.dqk, v: d.dv, igate: 1, fgate: 1 };
+  const out = {} as Record<Name, Float64Array>;
+  for (const n of Object.keys(dims) as Name[]) out[n] = swapSeqHeads(values[n], d.batch, d.seq, d.heads, dims[n]);
+  return out;
+}
+
+/** Rows `b·S + t` for one t: a step's view of a sequence view. */
+function stepView(x: MatrixView, seq: number, t: number): MatrixView {
+  return { ...x, rows: x.rows / seq, offset: x.offset + t * x.stride, stride: x.stride * seq };
+}
+
+/** Elements of time step t of a head-major [B, NH, S, DH] array: [B, NH, DH]. */
+function atStep(x: Float64Array, d: MlstmDims, dh: number, t: number): Float64Array {
+  const out = new Float64Array(d.batch * d.heads * dh);
+  for (let p = 0; p < d.batch * d.heads; p++) {
+    out.set(x.subarray((p * d.seq + t) * dh, (p * d.seq + t + 1) * dh), p * dh);
+  }
+  return out;
+}
+
+/** Runs the parallel form on fresh inputs, checks h and the cache, and returns the number of dispatches. */
+async function checkParallel(gpu: Gpu, rng: Rng, d: MlstmDims, fused: boolean, what: string): Promise<number> {
+  const input = makeInputs(gpu, rng, d, fused);
+  const { q, k, v, igate, fgate } = input.views;
+  const before = gpu.dispatchCount;
+  const { h, cache } = mlstmParallelForwardWithCache(q, k, v, igate, fgate, { batch: d.batch, numHeads: d.heads });
+  const dispatches = gpu.dispatchCount - before;
+  const [gh, scores, lf, m, n] = await Tensor.toHostAll([h, cache.scores, cache.logForget, cache.m, cache.n]);
+  assert.deepEqual(h.shape, [d.batch, d.seq, d.heads * d.dv]);
+  const x = headMajor(d, input.values);
+  const want = mlstmParallelRef(x.q, x.k, x.v, x.igate, x.fgate, d);
+  const got = swapSeqHeads(gh.data as Float32Array, d.batch, d.seq, d.heads, d.dv);
+  assertWithinBound(got, want.h, parallelBound(x, d, want), `${what}: h`);
+  assertClose(scores.data as Float32Array, want.scores, TOL, `${what}: scores`);
+  assertClose(lf.data as Float32Array, want.logForget, TOL, `${what}: F`);
+  assertClose(m.data as Float32Array, want.m, TOL, `${what}: m`);
+  assertClose(n.data as Float32Array, want.n, TOL, `${what}: n`);
+  for (const t of [h, ...Object.values(cache), ...input.tensors]) t.dispose();
+  return dispatches;
+}
+
+const dims = (batch: number, heads: number, seq: number, dqk: number, dv: number): MlstmDims => ({
+  batch,
+  heads,
+  seq,
+  dqk,
+  dv,
+});
+
+Deno.test("mlstm parallel forward matches the float64 reference (A4.1)", async () => {
+  const gpu = await testGpu();
+  const rng = freshRng("mlstm parallel");
+  await checkParallel(gpu, rng, dims(1, 1, 1, 4, 4), false, "S=1");
+  await checkParallel(gpu, rng, dims(2, 3, 17, 8, 8), false, "B2 NH3 S17 DH8");
+  await checkParallel(gpu, rng, dims(1, 2, 33, 12, 5), false, "DHQK 12 ≠ DHV 5");
+  assert.equal(await checkParallel(gpu, rng, dims(3, 2, 64, 16, 24), true, "q|k|v column slices, S=64"), 3);
+});
+
+Deno.test("mlstm parallel forward splits (batch, head) pairs when the scores exceed a binding", async () => {
+  const gpu = await testGpu();
+  const rng = freshRng("mlstm parallel split");
+  const d = dims(3, 3, 33, 4, 4); // S² is odd, so group offsets into the scores need the aligned-down bases
+  const pair = d.seq * d.seq * 4;
+  const saved = gpu.maxBinding;
+  const room = gpu.limits.minStorageBufferOffsetAlignment + 100;
+  try {
+    gpu.maxBinding = 2 * pair + room; // heads {0, 1} and {2} of each batch
+    assert.equal(await checkParallel(gpu, rng, d, true, "heads split"), 3 * 2 * 3);
+    gpu.maxBinding = 2 * d.heads * pair + room; // batches {0, 1} and {2}
+    assert.equal(await checkParallel(gpu, rng, d, false, "batches split"), 2 * 3);
+  } finally {
+    gpu.maxBinding = saved;
+  }
+});
+
+/** A CPU state and the same state from the reference run on |q|, |k|, |v| (for the rounding bound). */
+interface RefStates {
+  plain: MlstmStateRef | null;
+  abs: MlstmStateRef | null;
+}
+
+/**
+ * Steps the GPU cell over the first `steps` time steps, checking h (against its rounding bound: a DHQK-term dot
+ * product over a state built by 2 rounded operations per step, with gate exponents up to Λ) and the state (against
+ * 1e-5) with the CPU step at every t. Returns the GPU outputs and the CPU h.
+ */
+async function checkSteps(
+  input: Inputs,
+  d: MlstmDims,
+  keyScaledState: boolean,
+  initial: { gpu: MlstmState; cpu: MlstmStateRef } | null,
+  steps: number = d.seq,
+): Promise<{ got: Float32Array[]; want: Float64Array }> {
+  const x = headMajor(d, input.values);
+  const xa = absValues(x);
+  let state = initial?.gpu ?? null;
+  const abs = (s: MlstmStateRef): MlstmStateRef => ({ c: s.c.map(Math.abs), n: s.n.map(Math.abs), m: s.m });
+  const cpu: RefStates = { plain: initial?.cpu ?? null, abs: initial ? abs(initial.cpu) : null };
+  const outs: Tensor[] = [];
+  const wants: Float64Array[] = [];
+  const bounds: Float64Array[] = [];
+  const lambda = new Float64Array(d.batch * d.heads);
+  for (let t = 0; t < steps; t++) {
+    const [q, k, v, i, f] = (["q", "k", "v", "igate", "fgate"] as Name[]).map((n) =>
+      stepView(input.views[n], d.seq, t)
+    );
+    const next = mlstmRecurrentStep(q, k, v, i, f, state, { numHeads: d.heads, keyScaledState });
+    state = { c: next.c, n: next.n, m: next.m };
+    const run = (y: Record<Name, Float64Array>, from: MlstmStateRef | null): MlstmStepRef =>
+      mlstmStepRef(
+        atStep(y.q, d, d.dqk, t),
+        atStep(y.k, d, d.dqk, t),
+        atStep(y.v, d, d.dv, t),
+        atStep(y.igate, d, 1, t),
+        atStep(y.fgate, d, 1, t),
+        from,
+        d,
+        keyScaledState,
+      );
+    const want = run(x, cpu.plain), wantAbs = run(xa, cpu.abs);
+    [cpu.plain, cpu.abs] = [want, wantAbs];
+    const bound = new Float64Array(want.h.length);
+    for (let p = 0; p < lambda.length; p++) {
+      lambda[p] = Math.max(lambda[p], Math.abs(want.m[p]), Math.abs(x.igate[p * d.seq + t]));
+      for (let j = p * d.dv; j < (p + 1) * d.dv; j++) {
+        bound[j] = roundingBound(
+          d.dqk + 2 * (t + 1) + 4 * lambda[p],
+          want.h[j],
+          want.den[p],
+          wantAbs.h[j],
+          wantAbs.den[p],
+        );
+      }
+    }
+    outs.push(next.h, next.c, next.n, next.m);
+    wants.push(want.h, want.c, want.n, want.m);
+    bounds.push(bound);
+  }
+  const got = (await Tensor.toHostAll(outs)).map((g) => g.data as Float32Array);
+  got.forEach((g, i) => {
+    const what = `${keyScaledState ? "key-scaled" : "query-scaled"} step ${i >> 2}: ${["h", "c", "n", "m"][i & 3]}`;
+    if (i % 4 === 0) assertWithinBound(g, wants[i], bounds[i / 4], what);
+    else assertClose(g, wants[i], TOL, what);
+  });
+  for (const t of outs) t.dispose();
+  return { got, want: Float64Array.from(wants.filter((_, i) => i % 4 === 0).flatMap((w) => [...w])) };
+}
+
+Deno.test("mlstm recurrent step matches the float64 step in both key conventions (A4.2, B2.4)", async () => {
+  const gpu = await testGpu();
+  const rng = freshRng("mlstm step");
+  for (const [d, fused] of [[dims(2, 2, 6, 8, 8), true], [dims(3, 3, 4, 12, 5), false]] as const) {
+    const input = makeInputs(gpu, rng, d, fused);
+    const scaled = await checkSteps(input, d, true, null);
+    const unscaled = await checkSteps(input, d, false, null);
+    assertClose(unscaled.want, scaled.want, 1e-12, "the reference h does not depend on the key convention");
+    const root = Math.sqrt(d.dqk);
+    const last = (r: { got: Float32Array[] }, i: number): Float32Array => r.got[r.got.length - 4 + i];
+    assertClose(last(unscaled, 1), last(scaled, 1).map((c) => c * root), TOL, "C scales by √DHQK");
+    assertClose(last(unscaled, 2), last(scaled, 2).map((n) => n * root), TOL, "n scales by √DHQK");
+    assertClose(last(unscaled, 3), last(scaled, 3), TOL, "m does not depend on the key convention");
+
+    // From a non-zero state, which must come back unchanged.
+    const pairs = d.batch * d.heads;
+    const cpu = {
+      c: Float64Array.from(Float32Array.from(rng.normals(pairs * d.dqk * d.dv))),
+      n: Float64Array.from(Float32Array.from(rng.normals(pairs * d.dqk))),
+      m: Float64Array.from(Float32Array.from(rng.normals(pairs, 2))),
+    };
+    const up = (a: Float64Array, shape: number[]): Tensor =>
+      Tensor.fromHost(gpu, { dtype: "float32", shape, data: Float32Array.from(a) });
+    const state = {
+      c: up(cpu.c, [d.batch, d.heads, d.dqk, d.dv]),
+      n: up(cpu.n, [d.batch, d.heads, d.dqk]),
+      m: up(cpu.m, [d.batch, d.heads]),
+    };
+    await checkSteps(input, d, true, { gpu: state, cpu }, 2);
+    const after = await Tensor.toHostAll([state.c, state.n, state.m]);
+    after.forEach((a, i) => assert.deepEqual(a.data, Float32Array.from([cpu.c, cpu.n, cpu.m][i]), "input state kept"));
+    for (const t of [...Object.values(state), ...input.tensors]) t.dispose();
+  }
+});
+
+Deno.test("mlstm golden mlstm_cell_fn: parallel output, step outputs and states", async () => {
+  const gpu = await testGpu();
+  const g = await readSafetensors(new URL("../../shared/golden/mlstm_cell_fn.safetensors", import.meta.url));
+  const gold = (name: string): Float32Array => g[name].data as Float32Array;
+  const [batch, heads, seq, dh] = g["input.q"].shape;
+  const up = (name: string, width: number): MatrixView => {
+    const data = Float32Array.from(swapSeqHeads(gold(name), batch, heads, seq, width));
+    return matrix(Tensor.fromHost(gpu, { dtype: "float32", shape: [batch, seq, heads * width], data }));
+  };
+  const [q, k, v] = ["q", "k", "v"].map((n) => up(`input.${n}`, dh));
+  const [i, f] = ["igate_preact", "fgate_preact"].map((n) => up(`input.${n}`, 1));
+  const h = mlstmParallelForward(q, k, v, i, f, { batch, numHeads: heads });
+  const steps: Tensor[] = [];
+  let state: MlstmState | null = null;
+  for (let t = 0; t < seq; t++) {
+    const [qt, kt, vt, it, ft] = [q, k, v, i, f].map((x) => stepView(x, seq, t));
+    const next = mlstmRecurrentStep(qt, kt, vt, it, ft, state, { numHeads: heads, keyScaledState: true });
+    state = next;
+    steps.push(next.h, next.c, next.n, next.m);
+  }
+  const [gh, ...got] = await Tensor.toHostAll([h, ...steps]);
+
+  // The CPU reference reproduces the golden output (float64 stored as float32), and the GPU lies within the
+  // rounding bound of it, widened by the float32 storage of the golden values.
+  const x: Record<Name, Float32Array> = {
+    q: gold("input.q"),
+    k: gold("input.k"),
+    v: gold("input.v"),
+    igate: gold("input.igate_preact"),
+    fgate: gold("input.fgate_preact"),
+  };
+  const d = dims(batch, heads, seq, dh, dh);
+  const values = Object.fromEntries(Object.entries(x).map(([n, a]) => [n, Float64Array.from(a)]));
+  const ref = mlstmParallelRef(x.q, x.k, x.v, x.igate, x.fgate, d);
+  assertClose(ref.h, gold("output"), 1e-6, "CPU reference vs golden output");
+  const bound = parallelBound(values as Record<Name, Float64Array>, d, ref).map((b, j) => b + U * Math.abs(ref.h[j]));
+  const output = swapSeqHeads(gh.data as Float32Array, batch, seq, heads, dh);
+  assertWithinBound(output, gold("output"), bound, "golden output");
+  assertClose(output, gold("output"), 1e-4, "golden output (conformance tolerance)");
+
+  const stepH = new Float64Array(batch * seq * heads * dh);
+  got.forEach((y, j) => {
+    const t = j >> 2;
+    const data = y.data as Float32Array;
+    if (j % 4 === 0) {
+      // h of step t is [B, NH·DH]: row (b, t) of the [B, S, NH·DH] layout.
+      for (let b = 0; b < batch; b++) {
+        stepH.set(data.subarray(b * heads * dh, (b + 1) * heads * dh), (b * seq + t) * heads * dh);
+      }
+      return;
+    }
+    const name = `recurrent.state_steps.${["", "c", "n", "m"][j % 4]}`;
+    assertClose(data, gold(name).subarray(t * data.length, (t + 1) * data.length), TOL, `golden ${name} step ${t}`);
+  });
+  assertClose(swapSeqHeads(stepH, batch, seq, heads, dh), gold("recurrent.output"), TOL, "golden recurrent.output");
+  for (const t of [h, ...steps, q.tensor, k.tensor, v.tensor, i.tensor, f.tensor]) t.dispose();
+});
+
+Deno.test("mlstm ops name the tensor and both shapes on bad input", async () => {
+  const gpu = await testGpu();
+  const z = (...shape: number[]): MatrixView => matrix(Tensor.zeros(gpu, shape));
+  const [q, k, v, i, f] = [z(2, 5, 8), z(2, 5, 8), z(2, 5, 6), z(2, 5, 2), z(2, 5, 2)];
+  const opts = { batch: 2, numHeads: 2 };
+  assert.throws(() => mlstmParallelForward(q, z(2, 5, 6), v, i, f, opts), /k: expected shape \[10, 8\], got \[10, 6\]/);
+  assert.throws(
+    () => mlstmParallelForward(q, k, v, z(2, 5, 3), f, opts),
+    /igate: expected shape \[10, 2\], got \[10, 3\]/,
+  );
+  assert.throws(() => mlstmParallelForward(q, k, v, i, f, { batch: 3, numHeads: 2 }), /not a multiple of batch 3/);
+  assert.throws(() => mlstmParallelForward(q, k, z(2, 5, 7), i, f, opts), /v has 7 columns, which numHeads 2/);
+  const long = z(MLSTM_MAX_LOOP + 1, 1);
+  assert.throws(() => mlstmParallelForward(long, long, long, long, long, { batch: 1, numHeads: 1 }), /chunkwise form/);
+  const saved = gpu.maxBinding;
+  gpu.maxBinding = 5 * 5 * 4;
+  try {
+    assert.throws(() => mlstmParallelForward(q, k, v, i, f, opts), /score matrix per head .* chunkwise form/);
+  } finally {
+    gpu.maxBinding = saved;
+  }
+  const row = (x: MatrixView): MatrixView => stepView(x, 5, 0);
+  const state = { c: Tensor.zeros(gpu, [2, 2, 4, 3]), n: Tensor.zeros(gpu, [2, 2, 3]), m: Tensor.zeros(gpu, [2, 2]) };
+  assert.throws(
+    () => mlstmRecurrentStep(row(q), row(k), row(v), row(i), row(f), state, { numHeads: 2, keyScaledState: true }),
+    /state\.n: expected shape \[2, 2, 4\], got \[2, 2, 3\]/,
+  );
+  for (const t of [q, k, v, i, f, long].map((x) => x.tensor).concat(Object.values(state))) t.dispose();
+  await closeTestGpu();
+});
