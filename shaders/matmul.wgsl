@@ -1,122 +1,159 @@
 // C = op(A)·op(B) (+ bias broadcast over rows) (+ C when accumulating), all f32.
 //
-// Register-blocked without workgroup memory: each invocation owns a TM×TN block of C and walks K four at a time,
-// loading a TM×4 slice of op(A) and a 4×TN slice of op(B) into registers and doing TM·TN·4 FMAs on them. On
-// lavapipe this beats shared-memory tiling several times over (no barriers, no coroutine switches); on a real GPU
-// the repeated loads hit L1/L2.
+// Register-blocked without workgroup memory: each invocation owns an 8×16 block of C and walks K four at a time,
+// loading an 8×4 slice of op(A) and a 4×16 slice of op(B) into registers as 4×4 matrices and multiplying them
+// (512 FMAs per step). On lavapipe this beats shared-memory tiling several times over (no barriers); on a real GPU
+// the repeated loads hit L1.
 //
-// Element (m, k) of op(A) is a[a_off + m·lda + k], or a[a_off + k·lda + m] with TRANS_A; element (k, n) of op(B) is
-// b[b_off + k·ldb + n], or b[b_off + n·ldb + k] with TRANS_B; C[m, n] is c[c_off + m·ldc + n]. Offsets are relative
-// to the bound ranges, which the op aligns down to minStorageBufferOffsetAlignment when it splits large operands.
+// Layouts are runtime strides, so one pipeline serves every transpose: element (m, k) of op(A) is
+// a[a_off + m·a_row + k·a_k] and element (k, n) of op(B) is b[b_off + k·b_k + n·b_col]. C[m, n] is
+// c[c_off + m·ldc + n]. Offsets are relative to the bound ranges, which the op aligns down to
+// minStorageBufferOffsetAlignment when it splits large operands.
 //
-// Rows and columns past the edge are clamped to the last valid one (loads stay in bounds, results are discarded),
-// so the inner loop has no branches. The K loop runs ceil(K / 4) trips per invocation; the op bounds K per
-// dispatch (lavapipe stops loops after 65,535 trips) and splits larger K into accumulating passes.
+// A and B are vec4 arrays. Where an operand's contiguous dimension is 16-byte aligned (stride and first element
+// multiples of 4) the op picks a mode that loads whole vec4s along it:
+//   mode 0: f32 loads; mode 1: vec4 along K (needs K % 4 == 0); mode 2: vec4 along M (A) or N (B).
+// Rows and columns past the edge of C are clamped to the last valid one in mode 0 and 1; mode 2 reads past the edge
+// (in bounds of the binding or clamped by WebGPU's robust access). Either way those values only reach the rows and
+// columns of C that are not stored, so the inner loop has no edge branches. Steps past K (K % 4 != 0) clamp k and
+// zero A's columns. The K loop runs ceil(K / 4) trips per invocation; the op bounds K per dispatch (lavapipe ends
+// loops after 65,535 trips) and splits larger K into accumulating passes.
 
-override TRANS_A: bool = false;
-override TRANS_B: bool = false;
-override WG_X: u32 = 8u; // invocations along N
-override WG_Y: u32 = 8u; // invocations along M
+override A_MODE: u32 = 0u;
+override B_MODE: u32 = 0u;
 
 const TM = 8u; // rows of C per invocation
 const TN = 16u; // columns of C per invocation
-const TN4 = TN / 4u;
+const WG = 64u; // invocations per workgroup, arranged as (64 >> wg_y_log2) × (1 << wg_y_log2)
 
 struct Params {
   m: u32,
   n: u32,
   k: u32,
-  lda: u32,
-  ldb: u32,
+  a_row: u32,
+  a_k: u32,
+  b_k: u32,
+  b_col: u32,
   ldc: u32,
   a_off: u32,
   b_off: u32,
   c_off: u32,
   bias_off: u32,
   has_bias: u32,
-  accumulate: u32, // 1: add to the existing C (later K passes)
+  accumulate: u32, // 1: add to the existing C (K passes after the first)
+  wg_y_log2: u32, // log2 of the workgroup's invocations along M
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(1) var<storage, read> a: array<vec4f>;
+@group(0) @binding(2) var<storage, read> b: array<vec4f>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> c: array<f32>;
 
-var<private> acc: array<vec4f, TM * TN4>;
-var<private> a_base: array<u32, TM>; // index of op(A)[row i, k = 0]
-var<private> b_base: array<u32, TN>; // index of op(B)[k = 0, column j]
+fn a_at(i: u32) -> f32 { return a[i >> 2u][i & 3u]; }
+fn b_at(i: u32) -> f32 { return b[i >> 2u][i & 3u]; }
 
-// One K step of four: k0..k0+3; with `tail`, steps at k ≥ K contribute zero (A is masked, B clamped in bounds).
-fn step(k0: u32, tail: bool) {
-  var kk: array<u32, 4>;
-  var live: array<f32, 4>;
-  for (var t = 0u; t < 4u; t++) {
-    kk[t] = k0 + t;
-    live[t] = 1.0;
-    if (tail) {
-      live[t] = select(0.0, 1.0, k0 + t < p.k);
-      kk[t] = min(k0 + t, p.k - 1u);
-    }
+// A 4×4 block of op(A): rows[r] indexes row r's element at k = 0, ks[t] is the offset of k = k0 + t. Column t of
+// the result holds k = k0 + t, so that block_a · block_b is a 4×4 block of C.
+fn block_a(rows: vec4u, ks: vec4u) -> mat4x4f {
+  if (A_MODE == 1u) { // ks are consecutive: one vec4 per row
+    let k4 = ks.x >> 2u;
+    return transpose(mat4x4f(a[(rows.x >> 2u) + k4], a[(rows.y >> 2u) + k4], a[(rows.z >> 2u) + k4], a[(rows.w >> 2u) + k4]));
   }
-  var av: array<vec4f, TM>; // av[i][t] = op(A)[row i, k0 + t]
-  for (var i = 0u; i < TM; i++) {
-    for (var t = 0u; t < 4u; t++) {
-      let idx = select(a_base[i] + kk[t], a_base[i] + kk[t] * p.lda, TRANS_A);
-      av[i][t] = a[idx] * live[t];
-    }
+  if (A_MODE == 2u) { // rows are consecutive: one vec4 per k
+    return mat4x4f(a[(rows.x + ks.x) >> 2u], a[(rows.x + ks.y) >> 2u], a[(rows.x + ks.z) >> 2u], a[(rows.x + ks.w) >> 2u]);
   }
-  var bv: array<vec4f, 4 * TN4>; // bv[t * TN4 + j] = op(B)[k0 + t, columns 4j..4j+3]
-  for (var t = 0u; t < 4u; t++) {
-    for (var j = 0u; j < TN4; j++) {
-      for (var u = 0u; u < 4u; u++) {
-        let idx = select(b_base[4u * j + u] + kk[t] * p.ldb, b_base[4u * j + u] + kk[t], TRANS_B);
-        bv[t * TN4 + j][u] = b[idx];
-      }
-    }
-  }
-  for (var i = 0u; i < TM; i++) {
-    for (var t = 0u; t < 4u; t++) {
-      for (var j = 0u; j < TN4; j++) {
-        acc[i * TN4 + j] = fma(vec4f(av[i][t]), bv[t * TN4 + j], acc[i * TN4 + j]);
-      }
-    }
-  }
+  return mat4x4f(
+    vec4f(a_at(rows.x + ks.x), a_at(rows.y + ks.x), a_at(rows.z + ks.x), a_at(rows.w + ks.x)),
+    vec4f(a_at(rows.x + ks.y), a_at(rows.y + ks.y), a_at(rows.z + ks.y), a_at(rows.w + ks.y)),
+    vec4f(a_at(rows.x + ks.z), a_at(rows.y + ks.z), a_at(rows.z + ks.z), a_at(rows.w + ks.z)),
+    vec4f(a_at(rows.x + ks.w), a_at(rows.y + ks.w), a_at(rows.z + ks.w), a_at(rows.w + ks.w)),
+  );
 }
 
-@compute @workgroup_size(WG_X, WG_Y)
-fn main(@builtin(global_invocation_id) gid: vec3u) {
-  let row0 = gid.y * TM;
-  let col0 = gid.x * TN;
-  if (row0 >= p.m || col0 >= p.n) { return; }
-  for (var i = 0u; i < TM; i++) {
-    let r = min(row0 + i, p.m - 1u);
-    a_base[i] = p.a_off + select(r * p.lda, r, TRANS_A);
+// A 4×4 block of op(B): cols[s] indexes column s's element at k = 0, ks[t] the offset of k = k0 + t. Column s of
+// the result holds column s.
+fn block_b(cols: vec4u, ks: vec4u) -> mat4x4f {
+  if (B_MODE == 1u) { // ks are consecutive: one vec4 per column
+    let k4 = ks.x >> 2u;
+    return mat4x4f(b[(cols.x >> 2u) + k4], b[(cols.y >> 2u) + k4], b[(cols.z >> 2u) + k4], b[(cols.w >> 2u) + k4]);
   }
-  for (var j = 0u; j < TN; j++) {
-    let cc = min(col0 + j, p.n - 1u);
-    b_base[j] = p.b_off + select(cc, cc * p.ldb, TRANS_B);
+  if (B_MODE == 2u) { // columns are consecutive: one vec4 per k
+    return transpose(mat4x4f(b[(cols.x + ks.x) >> 2u], b[(cols.x + ks.y) >> 2u], b[(cols.x + ks.z) >> 2u], b[(cols.x + ks.w) >> 2u]));
   }
-  let k_full = p.k & ~3u;
-  for (var k0 = 0u; k0 < k_full; k0 += 4u) {
-    step(k0, false);
-  }
-  if (k_full < p.k) { step(k_full, true); }
+  return mat4x4f(
+    vec4f(b_at(cols.x + ks.x), b_at(cols.x + ks.y), b_at(cols.x + ks.z), b_at(cols.x + ks.w)),
+    vec4f(b_at(cols.y + ks.x), b_at(cols.y + ks.y), b_at(cols.y + ks.z), b_at(cols.y + ks.w)),
+    vec4f(b_at(cols.z + ks.x), b_at(cols.z + ks.y), b_at(cols.z + ks.z), b_at(cols.z + ks.w)),
+    vec4f(b_at(cols.w + ks.x), b_at(cols.w + ks.y), b_at(cols.w + ks.z), b_at(cols.w + ks.w)),
+  );
+}
 
-  for (var i = 0u; i < TM; i++) {
-    let r = row0 + i;
-    if (r >= p.m) { break; }
-    for (var j = 0u; j < TN4; j++) {
-      for (var u = 0u; u < 4u; u++) {
-        let cc = col0 + 4u * j + u;
-        if (cc < p.n) {
-          var v = acc[i * TN4 + j][u];
-          if (p.has_bias != 0u) { v += bias[p.bias_off + cc]; }
-          let idx = p.c_off + r * p.ldc + cc;
-          if (p.accumulate != 0u) { v += c[idx]; }
-          c[idx] = v;
-        }
-      }
+// Zeroes the columns of an A block that lie past K (the last step when K % 4 != 0). Select, not multiply: an
+// infinite A[.., K - 1] must not turn into NaN.
+fn mask_k(blk: mat4x4f, k: vec4u) -> mat4x4f {
+  let z = vec4f();
+  return mat4x4f(blk[0], select(z, blk[1], k.y < p.k), select(z, blk[2], k.z < p.k), select(z, blk[3], k.w < p.k));
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
+  // Invocations along N vary fastest: on lavapipe one SIMD batch then shares its rows of A.
+  let wg_x_log2 = 6u - p.wg_y_log2;
+  let tx = lid & ((1u << wg_x_log2) - 1u);
+  let ty = lid >> wg_x_log2;
+  let row0 = ((wid.y << p.wg_y_log2) + ty) * TM;
+  let col0 = ((wid.x << wg_x_log2) + tx) * TN;
+  if (row0 >= p.m || col0 >= p.n) { return; }
+  let lane = vec4u(0u, 1u, 2u, 3u);
+  let ra0 = p.a_off + min(row0 + lane, vec4u(p.m - 1u)) * p.a_row;
+  let ra1 = p.a_off + min(row0 + 4u + lane, vec4u(p.m - 1u)) * p.a_row;
+  let cb0 = p.b_off + min(col0 + lane, vec4u(p.n - 1u)) * p.b_col;
+  let cb1 = p.b_off + min(col0 + 4u + lane, vec4u(p.n - 1u)) * p.b_col;
+  let cb2 = p.b_off + min(col0 + 8u + lane, vec4u(p.n - 1u)) * p.b_col;
+  let cb3 = p.b_off + min(col0 + 12u + lane, vec4u(p.n - 1u)) * p.b_col;
+
+  var c00 = mat4x4f(); var c01 = mat4x4f(); var c02 = mat4x4f(); var c03 = mat4x4f();
+  var c10 = mat4x4f(); var c11 = mat4x4f(); var c12 = mat4x4f(); var c13 = mat4x4f();
+  let steps = (p.k + 3u) / 4u;
+  for (var step = 0u; step < steps; step++) {
+    let k = step * 4u + lane;
+    let kc = min(k, vec4u(p.k - 1u));
+    let ka = kc * p.a_k;
+    let kb = kc * p.b_k;
+    var a0 = block_a(ra0, ka);
+    var a1 = block_a(ra1, ka);
+    if (k.w >= p.k) {
+      a0 = mask_k(a0, k);
+      a1 = mask_k(a1, k);
+    }
+    let b0 = block_b(cb0, kb);
+    c00 += a0 * b0; c10 += a1 * b0;
+    let b1 = block_b(cb1, kb);
+    c01 += a0 * b1; c11 += a1 * b1;
+    let b2 = block_b(cb2, kb);
+    c02 += a0 * b2; c12 += a1 * b2;
+    let b3 = block_b(cb3, kb);
+    c03 += a0 * b3; c13 += a1 * b3;
+  }
+  store(row0, col0, c00); store(row0, col0 + 4u, c01); store(row0, col0 + 8u, c02); store(row0, col0 + 12u, c03);
+  store(row0 + 4u, col0, c10); store(row0 + 4u, col0 + 4u, c11); store(row0 + 4u, col0 + 8u, c12);
+  store(row0 + 4u, col0 + 12u, c13);
+}
+
+// Writes a 4×4 block of C (column s of `blk` is column col + s), adding bias and the old C as asked.
+fn store(row: u32, col: u32, blk: mat4x4f) {
+  for (var s = 0u; s < 4u; s++) {
+    let cc = col + s;
+    if (cc >= p.n) { return; }
+    var extra = 0.0;
+    if (p.has_bias != 0u) { extra = bias[p.bias_off + cc]; }
+    for (var r = 0u; r < 4u; r++) {
+      if (row + r >= p.m) { break; }
+      let idx = p.c_off + (row + r) * p.ldc + cc;
+      var v = blk[s][r] + extra;
+      if (p.accumulate != 0u) { v += c[idx]; }
+      c[idx] = v;
     }
   }
 }

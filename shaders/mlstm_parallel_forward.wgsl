@@ -72,7 +72,7 @@ fn log1p_unit(z: f32) -> f32 {
 }
 
 fn logsigmoid(x: f32) -> f32 {
-  return min(x, 0.0) - log(1.0 + exp(-abs(x)));
+  return min(x, 0.0) - log1p_unit(exp(-abs(x)));
 }
 
 // ---- gates

@@ -11,6 +11,9 @@
  * @module
  */
 
+// A full specifier, not an import-map name: the module must also resolve when imported from outside this
+// package (the conformance harness imports mod.ts from ../shared, where our deno.json does not apply).
+// deno-lint-ignore no-import-prefix
 import { parse as parseYaml } from "npm:yaml@^2.8.1";
 
 /** Thrown for an invalid config. The message starts with the full key path, e.g. `slstm_block.slstm.backend: …`. */

@@ -402,7 +402,10 @@ Deno.test("mlstm ops name the tensor and both shapes on bad input", async () => 
     () => mlstmParallelForward(q, k, v, z(2, 5, 3), f, opts),
     /igate: expected shape \[10, 2\], got \[10, 3\]/,
   );
-  assert.throws(() => mlstmParallelForward(q, k, v, i, f, { batch: 3, numHeads: 2 }), /not a multiple of batch 3/);
+  assert.throws(
+    () => mlstmParallelForward(q, k, v, i, f, { batch: 3, numHeads: 2 }),
+    /not a positive multiple of batch 3/,
+  );
   assert.throws(() => mlstmParallelForward(q, k, z(2, 5, 7), i, f, opts), /v has 7 columns, which numHeads 2/);
   const long = z(MLSTM_MAX_LOOP + 1, 1);
   assert.throws(() => mlstmParallelForward(long, long, long, long, long, { batch: 1, numHeads: 1 }), /chunkwise form/);

@@ -14,11 +14,12 @@ export const OPTIONAL_FEATURES: readonly GPUFeatureName[] = ["shader-f16", "time
 
 /** Raised when no WebGPU adapter or device can be had; the message says what to install. */
 export class GpuUnavailableError extends Error {
+  /** The error class name. */
   override name = "GpuUnavailableError";
 }
 
 /** What to install when WebGPU finds no adapter. */
-export const NO_ADAPTER_HELP = "WebGPU found no adapter. Install a GPU driver with Vulkan, Metal or D3D12 support; " +
+export const NO_ADAPTER_HELP: string = "WebGPU found no adapter. Install a GPU driver with Vulkan, Metal or D3D12 support; " +
   "on a Linux machine without a GPU install Mesa's software rasterizer (lavapipe): " +
   "`apt-get install -y mesa-vulkan-drivers`, then run with DENO_WEBGPU_BACKEND=vulkan.";
 

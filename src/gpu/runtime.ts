@@ -28,6 +28,7 @@ export interface BufferRange {
 
 /** Raised for WGSL compilation errors, validation errors and out-of-memory, with the shader's name when known. */
 export class GpuError extends Error {
+  /** The error class name. */
   override name = "GpuError";
 }
 
@@ -119,6 +120,7 @@ export class Gpu {
   #checks: Promise<string | null>[] = [];
   #lost = false;
 
+  /** Wraps a device; use `createGpu()` to get one with the adapter's limits and features. */
   constructor(device: GPUDevice, adapterName: string, features: readonly GPUFeatureName[]) {
     this.device = device;
     this.limits = device.limits;

@@ -31,6 +31,7 @@ export class Module {
   /** Where this module's parameters live. */
   protected readonly scope: Scope;
 
+  /** A module whose parameters live under `scope`. */
   constructor(scope: Scope) {
     this.scope = scope;
   }
@@ -57,10 +58,13 @@ export class Module {
     return this.scope.store.stateDict(this.scope.prefix);
   }
 
-  /** Loads reference state_dict tensors; strict by default. Throws `StateDictError` naming every bad key. */
+  /** Loads reference state_dict tensors; strict by default. Rejects with `StateDictError` naming every bad key. */
   loadStateDict(record: Record<string, HostTensor>, options: LoadOptions = {}): Promise<void> {
-    this.scope.store.load(record, this.scope.prefix, options);
-    return Promise.resolve();
+    // The executor turns a thrown StateDictError into a rejection, so `.catch()` callers see it too.
+    return new Promise((resolve) => {
+      this.scope.store.load(record, this.scope.prefix, options);
+      resolve();
+    });
   }
 
   /** Frees the GPU memory of every parameter of the model this module belongs to. */

@@ -55,6 +55,7 @@ export interface LoadOptions {
 
 /** Raised for a state_dict that does not fit the model; the message names every offending key. */
 export class StateDictError extends Error {
+  /** The error class name. */
   override name = "StateDictError";
 }
 
@@ -63,6 +64,7 @@ export class ParameterStore {
   #entries = new Map<string, Entry>();
   #aliases = new Map<string, string>();
 
+  /** An empty store on `gpu`; `rng` draws the initial values. */
   constructor(readonly gpu: Gpu, readonly rng: Rng) {}
 
   /** Registers and initialises a parameter. `layout` gives its state_dict layout when it differs from ours. */
@@ -187,6 +189,7 @@ export class ParameterStore {
 
 /** A view of the store under a name prefix, as a PyTorch submodule sees its parameters. */
 export class Scope {
+  /** The view of `store` under `prefix` (e.g. `"blocks.0.xlstm."`). */
   constructor(readonly store: ParameterStore, readonly prefix = "") {}
 
   /** The scope of a child module, e.g. `scope.child("proj_up")`. */

@@ -97,7 +97,7 @@ function biasInit(config: sLSTMLayerConfig, NH: number, DH: number): Init {
 export class sLSTMLayer extends Module {
   /** The resolved config. */
   readonly config: sLSTMLayerConfig;
-  #w: Record<"i" | "f" | "z" | "o" | "kernel" | "bias" | "norm", Tensor> & { conv?: Tensor; convBias?: Tensor };
+  #w: Record<"i" | "f" | "z" | "o" | "kernel" | "bias", Tensor> & { conv?: Tensor; convBias?: Tensor; norm?: Tensor };
 
   /**
    * Registers the parameters under `scope`. Inside a block the gate projections get small_init(E) (the block resets
@@ -124,7 +124,8 @@ export class sLSTMLayer extends Module {
       o: scope.child("ogate").add("weight", [NH, DH, DH], gateInit),
       kernel: cell.add("_recurrent_kernel_", [NH, 4 * DH, DH], kernelInit, layouts.kernel),
       bias: cell.add("_bias_", [4 * H], biasInit(config, NH, DH), layouts.bias),
-      norm: scope.child("group_norm").add("weight", [H], inits.zeros()),
+      // Without `group_norm_weight` the reference has no such parameter and scales by 1.
+      norm: config.group_norm_weight ? scope.child("group_norm").add("weight", [H], inits.zeros()) : undefined,
     };
   }
 
@@ -172,9 +173,12 @@ export class sLSTMLayer extends Module {
         numHeads: NH,
         fn: c.function,
       });
-      const y = norm(cell.y, w.norm, null, { kind: "layer", groups: NH, eps: NORM_EPS, weightOffset: 1 });
+      const y = norm(cell.y, w.norm ?? null, null, { kind: "layer", groups: NH, eps: NORM_EPS, weightOffset: 1 });
       const next: sLSTMLayerState = { slstm_state: cell.state };
-      if (KS > 0) next.conv_state = [conv1dStateUpdate(history, rows, { batch: B, frames: windowFrames })];
+      // a forward with KS = 1 keeps no frames (the window is KS − 1), so there is no conv state to return
+      if (KS > 0 && windowFrames > 0) {
+        next.conv_state = [conv1dStateUpdate(history, rows, { batch: B, frames: windowFrames })];
+      }
       return [y, next];
     });
   }

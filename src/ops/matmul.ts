@@ -11,12 +11,14 @@
 import code from "../../shaders/matmul.wgsl" with { type: "text" };
 import { type BufferRange, type Gpu, Params } from "../gpu/runtime.ts";
 import { formatShape } from "../host_tensor.ts";
-import { matrix, type MatrixView, Tensor } from "../tensor.ts";
+import { type MatrixView, Tensor } from "../tensor.ts";
 
 const KERNEL = { name: "matmul", code };
 
-/** Rows and columns of C per invocation (`TM`, `TN` in the shader) and invocations per workgroup. */
-const TM = 8, TN = 16, WG_X = 8, WG_Y = 8;
+/** Rows and columns of C per invocation (`TM`, `TN` in the shader). */
+const TM = 8, TN = 16;
+/** Invocations per workgroup. */
+const WG = 64;
 /**
  * Largest K per dispatch: the shader's K loop takes K / 4 trips, and lavapipe silently ends loops after 65,535.
  * Larger K is split into accumulating passes.
@@ -37,6 +39,8 @@ export interface MatmulOptions {
 export interface GemmOptions extends MatmulOptions {
   /** Add the product to the existing contents of `c` instead of overwriting them. */
   accumulate?: boolean;
+  /** Name used in error messages. */
+  label?: string;
 }
 
 /**
@@ -67,7 +71,7 @@ export function matmul(a: Tensor, b: Tensor, options: MatmulOptions = {}): Tenso
     );
   }
   const out = Tensor.empty(a.gpu, [m, n]);
-  gemm(matrix(a), matrix(b), matrix(out), { transposeA, transposeB, bias });
+  gemm(whole(a, a.shape[0], a.shape[1]), whole(b, b.shape[0], b.shape[1]), whole(out, m, n), { transposeA, transposeB, bias, label: "matmul" });
   return out;
 }
 
@@ -90,40 +94,46 @@ export function linear(x: Tensor, weight: Tensor, bias: Tensor | null = null): T
         `(last dim ${k} vs ${weight.shape[1]})`,
     );
   }
-  const n = weight.shape[0];
+  const n = weight.shape[0], rows = x.shape.slice(0, -1).reduce((p, d) => p * d, 1);
   const out = Tensor.empty(x.gpu, [...x.shape.slice(0, -1), n]);
-  gemm(matrix(x), matrix(weight), matrix(out), { transposeB: true, bias, label: "linear" });
+  gemm(whole(x, rows, k), whole(weight, n, k), whole(out, rows, n), { transposeB: true, bias, label: "linear" });
   return out;
+}
+
+/** A tensor as a dense `[rows, cols]` view (also for zero columns, which `matrix()` refuses). */
+function whole(t: Tensor, rows: number, cols: number): MatrixView {
+  return { tensor: t, rows, cols, offset: 0, stride: cols };
 }
 
 /**
  * The general form: `c = op(a) · op(b) (+ bias) (+ c when accumulating)` on strided matrix views, so that column
  * slices of fused projections are read and written in place. `a` is `[M, K]` (`[K, M]` with `transposeA`), `b` is
  * `[K, N]` (`[N, K]` with `transposeB`), `c` is `[M, N]` and must not share a tensor with `a`, `b` or `bias`.
+ *
+ * @example
+ * ```ts
+ * import { gemm, getGpu, matrix, Tensor } from "@xlstm/core";
+ * const gpu = await getGpu();
+ * const dy = Tensor.zeros(gpu, [8, 4]), x = Tensor.zeros(gpu, [8, 3]), dw = Tensor.zeros(gpu, [4, 3]);
+ * gemm(matrix(dy), matrix(x), matrix(dw), { transposeA: true, accumulate: true }); // dW += dYᵀ·X
+ * ```
  */
-export function gemm(
-  a: MatrixView,
-  b: MatrixView,
-  c: MatrixView,
-  options: GemmOptions & { label?: string } = {},
-): void {
+export function gemm(a: MatrixView, b: MatrixView, c: MatrixView, options: GemmOptions = {}): void {
   const { transposeA = false, transposeB = false, bias = null, accumulate = false, label = "gemm" } = options;
   for (const [name, v] of [["a", a], ["b", b], ["c", c]] as const) checkView(label, name, v);
   const [m, k] = transposeA ? [a.cols, a.rows] : [a.rows, a.cols];
-  const n = transposeB ? b.rows : b.cols;
-  const kb = transposeB ? b.cols : b.rows;
-  const describe = (name: string, v: MatrixView): string => `${name} [${v.rows}, ${v.cols}]`;
+  const [kb, n] = transposeB ? [b.cols, b.rows] : [b.rows, b.cols];
   if (kb !== k || c.rows !== m || c.cols !== n) {
+    const show = (name: string, v: MatrixView, t: boolean): string => `${name} [${v.rows}, ${v.cols}]${t ? "ᵀ" : ""}`;
     throw new RangeError(
-      `${label}: ${describe("a", a)}${transposeA ? "ᵀ" : ""} · ${describe("b", b)}${transposeB ? "ᵀ" : ""} ` +
-        `does not fit ${describe("c", c)}`,
+      `${label}: ${show("a", a, transposeA)} · ${show("b", b, transposeB)} does not fit ${show("c", c, false)}`,
     );
   }
   if (bias && (bias.shape.length !== 1 || bias.shape[0] !== n)) {
-    throw new RangeError(`${label}: bias ${formatShape(bias.shape)} does not match ${n} output columns`);
+    throw new RangeError(`${label}: bias ${formatShape(bias.shape)} does not match the ${n} output columns`);
   }
   for (const [name, t] of [["a", a.tensor], ["b", b.tensor], ["bias", bias]] as const) {
-    if (t && t.buffer === c.tensor.buffer) throw new RangeError(`${label}: the output shares its tensor with ${name}`);
+    if (t?.buffer === c.tensor.buffer) throw new RangeError(`${label}: the output shares its storage with ${name}`);
   }
   if (m === 0 || n === 0) return;
   const gpu = c.tensor.gpu;
@@ -132,24 +142,30 @@ export function gemm(
     { ld: b.stride, rowsAre: transposeB ? "n" : "k", colsAre: transposeB ? "k" : "n" },
     { ld: c.stride, rowsAre: "m", colsAre: "n" },
   ]);
-  const pipeline = gpu.pipeline(KERNEL, { TRANS_A: +transposeA, TRANS_B: +transposeB, WG_X, WG_Y });
+  const wgY = workgroupRows(Math.min(m, plan.m), Math.min(n, plan.n));
   for (let m0 = 0; m0 < m; m0 += plan.m) {
     const mc = Math.min(plan.m, m - m0);
     for (let n0 = 0; n0 < n; n0 += plan.n) {
       const nc = Math.min(plan.n, n - n0);
-      // k0 < Math.max(k, 1): K = 0 still writes C = bias (or zeros).
-      for (let k0 = 0; k0 < Math.max(k, 1); k0 += plan.k) {
+      // At least one pass, so that K = 0 writes C = bias (or zeros).
+      for (let k0 = 0; k0 === 0 || k0 < k; k0 += plan.k) {
         const kc = Math.min(plan.k, k - k0);
         const ra = bind(gpu, a, transposeA ? [k0, m0, kc, mc] : [m0, k0, mc, kc]);
         const rb = bind(gpu, b, transposeB ? [n0, k0, nc, kc] : [k0, n0, kc, nc]);
         const rc = bind(gpu, c, [m0, n0, mc, nc]);
-        const rbias = bias ? bind(gpu, matrix(bias), [0, n0, 1, nc]) : ra;
-        const params = new Params().u32(mc).u32(nc).u32(kc).u32(a.stride).u32(b.stride).u32(c.stride)
-          .u32(ra.element).u32(rb.element).u32(rc.element).u32(rbias.element)
-          .u32(bias && k0 === 0 ? 1 : 0).u32(accumulate || k0 > 0 ? 1 : 0);
+        const rbias = bias ? bind(gpu, whole(bias, 1, n), [0, n0, 1, nc]) : ra;
+        const params = new Params().u32(mc).u32(nc).u32(kc)
+          .u32(transposeA ? 1 : a.stride).u32(transposeA ? a.stride : 1) // op(A): row and k strides
+          .u32(transposeB ? 1 : b.stride).u32(transposeB ? b.stride : 1) // op(B): k and column strides
+          .u32(c.stride).u32(ra.element).u32(rb.element).u32(rc.element).u32(rbias.element)
+          .u32(bias && k0 === 0 ? 1 : 0).u32(accumulate || k0 > 0 ? 1 : 0).u32(Math.log2(wgY));
+        const pipeline = gpu.pipeline(KERNEL, {
+          A_MODE: loadMode(a.stride, ra.element, !transposeA, kc),
+          B_MODE: loadMode(b.stride, rb.element, transposeB, kc),
+        });
         gpu.dispatch(pipeline, [ra.range, rb.range, rbias.range, rc.range], params, [
-          Math.ceil(nc / (TN * WG_X)),
-          Math.ceil(mc / (TM * WG_Y)),
+          Math.ceil(nc / (TN * (WG / wgY))),
+          Math.ceil(mc / (TM * wgY)),
         ]);
       }
     }
@@ -167,6 +183,28 @@ function checkView(label: string, name: string, v: MatrixView): void {
   }
 }
 
+/**
+ * How an operand is loaded (the shader's A_MODE / B_MODE): 1 = vec4 along K, 2 = vec4 along M or N, 0 = f32. vec4
+ * loads need 16-byte aligned rows, and whole vec4 steps where the contiguous dimension is K.
+ */
+function loadMode(stride: number, first: number, alongK: boolean, k: number): number {
+  if (stride % 4 !== 0 || first % 4 !== 0) return 0;
+  if (!alongK) return 2;
+  return k % 4 === 0 ? 1 : 0;
+}
+
+/**
+ * Invocations of the 64-invocation workgroup along M: 8 (a 64×128 block of C, both operands reused across the
+ * workgroup) unless C is too thin for that; then the workgroup stretches along the long side so that its
+ * invocations still have work (M = 1 decoding, N = 1).
+ */
+function workgroupRows(m: number, n: number): number {
+  const rows = Math.ceil(m / TM), cols = Math.ceil(n / TN);
+  if (rows < 8) return 2 ** Math.ceil(Math.log2(rows));
+  if (cols < 8) return WG / 2 ** Math.ceil(Math.log2(cols));
+  return 8;
+}
+
 /** How one operand's stored rows and columns map onto the problem's M, N and K. */
 interface Layout {
   ld: number;
@@ -182,13 +220,13 @@ interface Layout {
 function planBlocks(gpu: Gpu, m: number, n: number, k: number, layouts: Layout[]): Record<"m" | "n" | "k", number> {
   const maxGroups = gpu.limits.maxComputeWorkgroupsPerDimension;
   const size = {
-    m: Math.min(m, maxGroups * TM * WG_Y),
-    n: Math.min(n, maxGroups * TN * WG_X),
+    m: Math.min(m, maxGroups * TM),
+    n: Math.min(n, maxGroups * TN),
     k: Math.max(1, Math.min(k, K_PER_PASS)),
   };
-  // Elements one binding may span, less the slack of aligning its start down.
-  const cap = Math.floor(gpu.maxBinding / 4) - (gpu.limits.minStorageBufferOffsetAlignment / 4 - 1);
-  if (cap < 1) throw new RangeError(`matmul: storage binding limit ${gpu.maxBinding} bytes is too small`);
+  // Elements one binding may span: less the slack of aligning its start down and of rounding its end up to a vec4.
+  const cap = Math.floor(gpu.maxBinding / 16) * 4 - (gpu.limits.minStorageBufferOffsetAlignment / 4 - 1) - 3;
+  if (cap < 1) throw new RangeError(`matmul: a storage binding limit of ${gpu.maxBinding} bytes is too small`);
   for (let changed = true; changed;) {
     changed = false;
     for (const { ld, rowsAre, colsAre } of layouts) {
@@ -203,6 +241,10 @@ function planBlocks(gpu: Gpu, m: number, n: number, k: number, layouts: Layout[]
       changed = true;
     }
   }
+  // Blocks of whole tiles and whole vec4 steps keep the later blocks' offsets aligned for vec4 loads.
+  for (const [d, unit] of [["m", TM], ["n", TN], ["k", 4]] as const) {
+    if (size[d] > unit) size[d] -= size[d] % unit;
+  }
   return size;
 }
 
@@ -216,6 +258,7 @@ function bind(
   const end = rows > 0 && cols > 0 ? start + (rows - 1) * v.stride + cols : start + 1;
   const align = gpu.limits.minStorageBufferOffsetAlignment;
   const offset = Math.floor((start * 4) / align) * align;
-  const size = Math.min(end * 4, v.tensor.buffer.size) - offset;
+  // Whole vec4s: A and B are bound as vec4 arrays (pooled buffers are multiples of 64 bytes).
+  const size = Math.min(Math.ceil(end / 4) * 16, v.tensor.buffer.size) - offset;
   return { range: { buffer: v.tensor.buffer, offset, size }, element: start - offset / 4 };
 }

@@ -112,7 +112,9 @@ export function mlstmParallelForwardWithCache(
   positive(op, "batch", batch);
   positive(op, "numHeads", heads);
   const rows = q.rows;
-  if (rows % batch !== 0) throw new RangeError(`${op}: q has ${rows} rows, not a multiple of batch ${batch}`);
+  if (rows === 0 || rows % batch !== 0) {
+    throw new RangeError(`${op}: q has ${rows} rows, not a positive multiple of batch ${batch}`);
+  }
   const seq = rows / batch;
   const dqk = headDim(op, "q", q, heads);
   checkView(op, "q", q, rows, q.cols);
@@ -129,6 +131,15 @@ export function mlstmParallelForwardWithCache(
   }
 
   const gpu = q.tensor.gpu;
+  const pairBytes = seq * seq * 4;
+  // Every bound range starts aligned down, so it may begin up to one alignment before the data it is for.
+  const room = gpu.maxBinding - gpu.limits.minStorageBufferOffsetAlignment;
+  if (pairBytes > room) {
+    throw new RangeError(
+      `${op}: S = ${seq} needs a ${seq}×${seq} score matrix per head (${pairBytes} bytes), more than this ` +
+        `adapter's storage binding limit of ${gpu.maxBinding} bytes; use the chunkwise form for sequences this long`,
+    );
+  }
   const h = Tensor.empty(gpu, [batch, seq, heads * dv]);
   const cache: MlstmParallelCache = {
     scores: Tensor.empty(gpu, [batch, heads, seq, seq]),
@@ -138,41 +149,42 @@ export function mlstmParallelForwardWithCache(
   };
   const hView: MatrixView = { tensor: h, rows, cols: heads * dv, offset: 0, stride: heads * dv };
   const inputs = { q, k, v, igate, fgate, h: hView };
-  const batchBytes = Math.max(...Object.values(inputs).map((x) => (seq - 1) * x.stride * 4 + x.cols * 4));
-  const pairBytes = seq * seq * 4;
-  const align = gpu.limits.minStorageBufferOffsetAlignment;
-  const room = gpu.maxBinding - align;
-  if (pairBytes > room) {
-    throw new RangeError(
-      `${op}: S = ${seq} needs a ${seq}×${seq} score matrix per head (${pairBytes} bytes), more than this ` +
-        `adapter's storage binding limit of ${gpu.maxBinding} bytes; use the chunkwise form for sequences this long`,
-    );
-  }
+  const batchBytes = Math.max(...Object.values(inputs).map((x) => seq * x.stride * 4));
   const gates = gpu.pipeline(PARALLEL, {}, "gates");
   const scores = gpu.pipeline(PARALLEL, {}, "scores");
   const output = gpu.pipeline(PARALLEL, {}, "output");
-  for (const g of pairGroups(batch, heads, pairBytes, batchBytes, room)) {
-    const pairs = g.batches * g.heads;
-    const pair0 = g.batch0 * heads + g.head0;
-    const bind = (name: keyof typeof inputs): Slice =>
-      bindRows(op, name, inputs[name], g.batch0 * seq, g.batches * seq);
-    const [qs, ks, vs, is, fs, hs] = [bind("q"), bind("k"), bind("v"), bind("igate"), bind("fgate"), bind("h")];
-    const per = (t: Tensor, name: string, size: number): Slice =>
-      bindElements(op, name, t, pair0 * size, (pair0 + pairs) * size);
-    const cs = per(cache.scores, "scores", seq * seq);
-    const [lfs, ms, ns] = [per(cache.logForget, "F", seq), per(cache.m, "m", seq), per(cache.n, "n", seq)];
-    const params = new Params().u32(seq).u32(heads).u32(g.heads).u32(g.head0).u32(pairs).u32(dqk).u32(dv)
-      .u32(qs.base).u32(q.stride).u32(ks.base).u32(k.stride).u32(vs.base).u32(v.stride)
-      .u32(is.base).u32(igate.stride).u32(fs.base).u32(fgate.stride).u32(hs.base).u32(hView.stride)
-      .u32(cs.base).u32(lfs.base).u32(ms.base).u32(ns.base).f32(1 / Math.sqrt(dqk)).f32(eps);
-    gpu.dispatch(gates, [is.range, fs.range, lfs.range, ms.range], params, grid(pairs, WORKGROUP));
-    gpu.dispatch(
-      scores,
-      [qs.range, ks.range, is.range, lfs.range, ms.range, cs.range],
-      params,
-      grid(pairs * seq * seq, WORKGROUP),
-    );
-    gpu.dispatch(output, [vs.range, cs.range, ms.range, ns.range, hs.range], params, grid(pairs * seq * dv, WORKGROUP));
+  try {
+    for (const g of pairGroups(batch, heads, pairBytes, batchBytes, room)) {
+      const pairs = g.batches * g.heads;
+      const pair0 = g.batch0 * heads + g.head0;
+      const bind = (name: keyof typeof inputs): Slice =>
+        bindRows(op, name, inputs[name], g.batch0 * seq, g.batches * seq);
+      const [qs, ks, vs, is, fs, hs] = [bind("q"), bind("k"), bind("v"), bind("igate"), bind("fgate"), bind("h")];
+      const per = (t: Tensor, name: string, size: number): Slice =>
+        bindElements(op, name, t, pair0 * size, (pair0 + pairs) * size);
+      const cs = per(cache.scores, "scores", seq * seq);
+      const [lfs, ms, ns] = [per(cache.logForget, "F", seq), per(cache.m, "m", seq), per(cache.n, "n", seq)];
+      const params = new Params().u32(seq).u32(heads).u32(g.heads).u32(g.head0).u32(pairs).u32(dqk).u32(dv)
+        .u32(qs.base).u32(q.stride).u32(ks.base).u32(k.stride).u32(vs.base).u32(v.stride)
+        .u32(is.base).u32(igate.stride).u32(fs.base).u32(fgate.stride).u32(hs.base).u32(hView.stride)
+        .u32(cs.base).u32(lfs.base).u32(ms.base).u32(ns.base).f32(1 / Math.sqrt(dqk)).f32(eps);
+      gpu.dispatch(gates, [is.range, fs.range, lfs.range, ms.range], params, grid(pairs, WORKGROUP));
+      gpu.dispatch(
+        scores,
+        [qs.range, ks.range, is.range, lfs.range, ms.range, cs.range],
+        params,
+        grid(pairs * seq * seq, WORKGROUP),
+      );
+      gpu.dispatch(
+        output,
+        [vs.range, cs.range, ms.range, ns.range, hs.range],
+        params,
+        grid(pairs * seq * dv, WORKGROUP),
+      );
+    }
+  } catch (e) {
+    for (const t of [h, ...Object.values(cache)]) t.dispose();
+    throw e;
   }
   return { h, cache };
 }
@@ -195,6 +207,7 @@ export function mlstmRecurrentStep(
   const { numHeads: heads, eps = DEFAULT_EPS, keyScaledState } = options;
   positive(op, "numHeads", heads);
   const batch = q.rows;
+  positive(op, "the batch (rows of q)", batch);
   const dqk = headDim(op, "q", q, heads);
   checkView(op, "q", q, batch, q.cols);
   checkView(op, "k", k, batch, q.cols);
