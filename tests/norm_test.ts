@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { norm, type NormOptions } from "../src/ops/norm.ts";
+import { norm, type NormOptions, normPaths } from "../src/ops/norm.ts";
 import { Tensor } from "../src/tensor.ts";
 import { normRef } from "./cpu/norm.ts";
 import { assertClose, closeTestGpu, freshRng, randomTensor, type Rng, testGpu } from "./util.ts";
@@ -12,6 +12,8 @@ interface Case {
   bias: boolean;
   /** Added to x so that |mean| ≫ std, which a one-pass variance would get wrong in f32. */
   shift?: number;
+  /** The paths (keys of `PATHS`) this case runs on; default both. */
+  paths?: string[];
 }
 
 const CASES: Case[] = [
@@ -53,18 +55,42 @@ const CASES: Case[] = [
     bias: false,
   },
   {
-    what: "C = 70000 (many trips per thread)",
+    what: "shifted, group size 4k + 3 (masked tail chunk)",
+    shape: [3, 2, 46],
+    options: { kind: "layer", groups: 2, eps: 1e-5 },
+    weight: true,
+    bias: true,
+    shift: 30,
+  },
+  {
+    what: "shifted, long groups (the rough mean's f32 error must be corrected)",
+    shape: [2, 8000],
+    options: { kind: "layer", groups: 2, eps: 1e-6 },
+    weight: false,
+    bias: false,
+    shift: 100,
+  },
+  {
+    what: "C = 70000 (many trips per thread; too many for the per-unit path, which falls back)",
     shape: [2, 70000],
     options: { kind: "layer", groups: 2, eps: 1e-5, weightOffset: 1 },
     weight: true,
     bias: true,
   },
   {
-    what: "72000 groups (grid spills into y)",
+    what: "72000 groups (the cooperative grid spills into y)",
     shape: [9000, 64],
     options: { kind: "layer", groups: 8, eps: 1e-6 },
     weight: true,
     bias: true,
+  },
+  {
+    what: "140000 groups of 2 (the per-unit grid spills into y at 2 threads per workgroup)",
+    shape: [70000, 4],
+    options: { kind: "rms", groups: 2, eps: 1e-6 },
+    weight: true,
+    bias: false,
+    paths: ["per-unit"],
   },
 ];
 
@@ -74,27 +100,44 @@ function values(rng: Rng, n: number, shift = 0): { host: Float32Array; exact: Fl
   return { host, exact: Float64Array.from(host) };
 }
 
-Deno.test("norm matches the float64 reference in every mode", async () => {
+/** Path settings that force each of norm's two kernels (restored after the test). */
+const PATHS: Record<string, Partial<typeof normPaths>> = {
+  // Two invocations per workgroup, so that 140000 units overflow the 65535 workgroups of one dimension.
+  "per-unit": { minUnits: 0, maxUnitGroup: Infinity, unitThreads: 2 },
+  cooperative: { minUnits: Infinity },
+};
+
+Deno.test("norm matches the float64 reference in every mode, on both paths", async () => {
   const gpu = await testGpu();
   const rng = freshRng("norm");
-  const outs: Tensor[] = [], wants: Float64Array[] = [];
-  for (const c of CASES) {
-    const channels = c.shape[c.shape.length - 1];
-    const x = values(rng, c.shape.reduce((a, b) => a * b), c.shift);
-    const w = c.weight ? values(rng, channels) : null, b = c.bias ? values(rng, channels) : null;
-    const upload = (v: Float32Array, shape: number[]) => Tensor.fromHost(gpu, { dtype: "float32", shape, data: v });
-    outs.push(norm(
-      upload(x.host, c.shape),
-      w && upload(w.host, [channels]),
-      b && upload(b.host, [channels]),
-      c.options,
-    ));
-    wants.push(normRef(x.exact, channels, w?.exact ?? null, b?.exact ?? null, c.options));
+  const saved = { ...normPaths };
+  const outs: Tensor[] = [], wants: Float64Array[] = [], shapes: number[][] = [], names: string[] = [];
+  try {
+    for (const [path, setting] of Object.entries(PATHS)) {
+      Object.assign(normPaths, saved, setting);
+      for (const c of CASES.filter((c) => c.paths?.includes(path) ?? true)) {
+        const channels = c.shape[c.shape.length - 1];
+        const x = values(rng, c.shape.reduce((a, b) => a * b), c.shift);
+        const w = c.weight ? values(rng, channels) : null, b = c.bias ? values(rng, channels) : null;
+        const upload = (v: Float32Array, shape: number[]) => Tensor.fromHost(gpu, { dtype: "float32", shape, data: v });
+        outs.push(norm(
+          upload(x.host, c.shape),
+          w && upload(w.host, [channels]),
+          b && upload(b.host, [channels]),
+          c.options,
+        ));
+        wants.push(normRef(x.exact, channels, w?.exact ?? null, b?.exact ?? null, c.options));
+        shapes.push(c.shape);
+        names.push(`${path}: ${c.what}`);
+      }
+    }
+  } finally {
+    Object.assign(normPaths, saved);
   }
   const got = await Tensor.toHostAll(outs);
-  CASES.forEach((c, i) => {
-    assert.deepEqual(got[i].shape, c.shape);
-    assertClose(got[i].data as Float32Array, wants[i], 1e-5, c.what);
+  got.forEach((g, i) => {
+    assert.deepEqual(g.shape, shapes[i]);
+    assertClose(g.data as Float32Array, wants[i], 5e-6, names[i]);
   });
 });
 
