@@ -56,7 +56,15 @@ export { Rng } from "./src/random.ts";
 export * from "./src/safetensors.ts";
 export { columns, type DType, matrix, type MatrixView, Tensor, type TensorOptions, tidy } from "./src/tensor.ts";
 export { type CreateOptions, Module } from "./src/models/module.ts";
-export { type Init, inits, type Layout, type LoadOptions, ParameterStore, Scope, StateDictError } from "./src/models/parameters.ts";
+export {
+  type Init,
+  inits,
+  type Layout,
+  type LoadOptions,
+  ParameterStore,
+  Scope,
+  StateDictError,
+} from "./src/models/parameters.ts";
 export { mLSTMLayer, type mLSTMLayerState } from "./src/models/mlstm_layer.ts";
 export { sLSTMLayer, type sLSTMLayerState } from "./src/models/slstm_layer.ts";
 export { GatedFeedForward } from "./src/models/feedforward.ts";

@@ -26,20 +26,16 @@ interface Case {
   gflops: number[];
 }
 
+function benchCase(name: string, size: number, perSubmit: number, run: Case["run"]): Case {
+  return { name, size, perSubmit, run, x: square(size), w: square(size), gflops: [] };
+}
+
 const cases: Case[] = [
-  ["linear x·Wᵀ", 512, 20, (x: Tensor, w: Tensor) => linear(x, w)],
-  ["linear x·Wᵀ", 1024, 5, (x: Tensor, w: Tensor) => linear(x, w)],
-  ["matmul A·B", 512, 20, (x: Tensor, w: Tensor) => matmul(x, w)],
-  ["matmul Aᵀ·B", 512, 20, (x: Tensor, w: Tensor) => matmul(x, w, { transposeA: true })],
-].map(([name, size, perSubmit, run]) => ({
-  name: name as string,
-  size: size as number,
-  perSubmit: perSubmit as number,
-  run: run as Case["run"],
-  x: square(size as number),
-  w: square(size as number),
-  gflops: [],
-}));
+  benchCase("linear x·Wᵀ", 512, 20, (x, w) => linear(x, w)),
+  benchCase("linear x·Wᵀ", 1024, 5, (x, w) => linear(x, w)),
+  benchCase("matmul A·B", 512, 20, (x, w) => matmul(x, w)),
+  benchCase("matmul Aᵀ·B", 512, 20, (x, w) => matmul(x, w, { transposeA: true })),
+];
 
 /** One timed iteration: `perSubmit` products recorded, one submit, one wait. */
 async function iteration(c: Case): Promise<void> {
@@ -48,14 +44,12 @@ async function iteration(c: Case): Promise<void> {
   await gpu.finish();
   const seconds = (performance.now() - start) / 1000;
   c.gflops.push((2 * c.size ** 3 * c.perSubmit) / seconds / 1e9);
-  console.log("push", c.name, c.gflops.length);
 }
 
 function report(): void {
   console.log(`\nmatmul on ${gpu.adapterName} (GFLOP/s, median over iterations; min–max):`);
   for (const c of cases) {
     const g = [...c.gflops].sort((p, q) => p - q);
-    console.log(c.name, c.gflops.length);
     if (!g.length) continue;
     const median = g[g.length >> 1];
     console.log(
@@ -70,9 +64,10 @@ for (const c of cases) {
   c.gflops.length = 0;
   Deno.bench({
     name: `${c.name} ${c.size}³, ${c.perSubmit} per submit`,
-    n: 2,
+    n: c.size > 512 ? 5 : 10,
     warmup: 1,
-    fn: () => iteration(c),
+    // An async function: Deno only awaits benchmarks declared `async`.
+    fn: async () => await iteration(c),
   });
 }
 

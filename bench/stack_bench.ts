@@ -14,7 +14,11 @@ import { README_STACK_YAML } from "../scripts/readme_config.ts";
 const B = 4, S = 256, E = 128;
 const gpu = await createGpu();
 const stack = await xLSTMBlockStack.create(xLSTMBlockStackConfig(README_STACK_YAML), { gpu, seed: 0 });
-const x = Tensor.fromHost(gpu, { dtype: "float32", shape: [B, S, E], data: Float32Array.from(new Rng(1).normals(B * S * E)) });
+const x = Tensor.fromHost(gpu, {
+  dtype: "float32",
+  shape: [B, S, E],
+  data: Float32Array.from(new Rng(1).normals(B * S * E)),
+});
 
 /** One forward and one wait for it. */
 async function forward(): Promise<void> {

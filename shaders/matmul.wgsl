@@ -10,6 +10,10 @@
 // c[c_off + m·ldc + n]. Offsets are relative to the bound ranges, which the op aligns down to
 // minStorageBufferOffsetAlignment when it splits large operands.
 //
+// Batches run along the grid's z: workgroup z = o·batch_inner + i multiplies the matrices that start
+// o·x_bo + i·x_bi elements after x_off (two levels, so that a (batch, head) pair can address a head's column slice
+// inside a [B·S, NH·DH] buffer).
+//
 // A and B are vec4 arrays. Where an operand's contiguous dimension is 16-byte aligned (stride and first element
 // multiples of 4) the op picks a mode that loads whole vec4s along it:
 //   mode 0: f32 loads; mode 1: vec4 along K (needs K % 4 == 0); mode 2: vec4 along M (A) or N (B).
@@ -19,8 +23,14 @@
 // zero A's columns. The K loop runs ceil(K / 4) trips per invocation; the op bounds K per dispatch (lavapipe ends
 // loops after 65,535 trips) and splits larger K into accumulating passes.
 
+// Override constants, not uniforms: choosing the loads at run time inside the K loop costs 3× on lavapipe.
 override A_MODE: u32 = 0u;
 override B_MODE: u32 = 0u;
+// Triangular structure (the op's `triangular` option). In this dispatch's block, row r meets the diagonal at column
+// r + tri_shift. 1: op(A) is zero right of the diagonal, so an invocation's K loop stops after its last row's
+// diagonal (rounded up to a whole step: the zeros read there must be real zeros); 2: only C on or left of the
+// diagonal is wanted, so invocations whose block lies wholly right of it return at once.
+override TRIANGLE: u32 = 0u;
 
 const TM = 8u; // rows of C per invocation
 const TN = 16u; // columns of C per invocation
@@ -42,6 +52,14 @@ struct Params {
   has_bias: u32,
   accumulate: u32, // 1: add to the existing C (K passes after the first)
   wg_y_log2: u32, // log2 of the workgroup's invocations along M
+  batch_inner: u32, // inner batch count
+  a_bo: u32, // batch strides (outer, inner) of A, B and C in elements
+  a_bi: u32,
+  b_bo: u32,
+  b_bi: u32,
+  c_bo: u32,
+  c_bi: u32,
+  tri_shift: i32, // diagonal offset for TRIANGLE: block row r meets the diagonal at column r + tri_shift
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -98,6 +116,11 @@ fn mask_k(blk: mat4x4f, k: vec4u) -> mat4x4f {
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let bo = wid.z / p.batch_inner;
+  let bi = wid.z % p.batch_inner;
+  let a_off = p.a_off + bo * p.a_bo + bi * p.a_bi;
+  let b_off = p.b_off + bo * p.b_bo + bi * p.b_bi;
+  let c_off = p.c_off + bo * p.c_bo + bi * p.c_bi;
   // Invocations along N vary fastest: on lavapipe one SIMD batch then shares its rows of A.
   let wg_x_log2 = 6u - p.wg_y_log2;
   let tx = lid & ((1u << wg_x_log2) - 1u);
@@ -105,17 +128,19 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
   let row0 = ((wid.y << p.wg_y_log2) + ty) * TM;
   let col0 = ((wid.x << wg_x_log2) + tx) * TN;
   if (row0 >= p.m || col0 >= p.n) { return; }
+  if (TRIANGLE == 2u && i32(col0) > i32(row0 + TM - 1u) + p.tri_shift) { return; }
   let lane = vec4u(0u, 1u, 2u, 3u);
-  let ra0 = p.a_off + min(row0 + lane, vec4u(p.m - 1u)) * p.a_row;
-  let ra1 = p.a_off + min(row0 + 4u + lane, vec4u(p.m - 1u)) * p.a_row;
-  let cb0 = p.b_off + min(col0 + lane, vec4u(p.n - 1u)) * p.b_col;
-  let cb1 = p.b_off + min(col0 + 4u + lane, vec4u(p.n - 1u)) * p.b_col;
-  let cb2 = p.b_off + min(col0 + 8u + lane, vec4u(p.n - 1u)) * p.b_col;
-  let cb3 = p.b_off + min(col0 + 12u + lane, vec4u(p.n - 1u)) * p.b_col;
+  let ra0 = a_off + min(row0 + lane, vec4u(p.m - 1u)) * p.a_row;
+  let ra1 = a_off + min(row0 + 4u + lane, vec4u(p.m - 1u)) * p.a_row;
+  let cb0 = b_off + min(col0 + lane, vec4u(p.n - 1u)) * p.b_col;
+  let cb1 = b_off + min(col0 + 4u + lane, vec4u(p.n - 1u)) * p.b_col;
+  let cb2 = b_off + min(col0 + 8u + lane, vec4u(p.n - 1u)) * p.b_col;
+  let cb3 = b_off + min(col0 + 12u + lane, vec4u(p.n - 1u)) * p.b_col;
 
   var c00 = mat4x4f(); var c01 = mat4x4f(); var c02 = mat4x4f(); var c03 = mat4x4f();
   var c10 = mat4x4f(); var c11 = mat4x4f(); var c12 = mat4x4f(); var c13 = mat4x4f();
-  let steps = (p.k + 3u) / 4u;
+  var steps = (p.k + 3u) / 4u;
+  if (TRIANGLE == 1u) { steps = (u32(clamp(i32(row0 + TM) + p.tri_shift, 0, i32(p.k))) + 3u) / 4u; }
   for (var step = 0u; step < steps; step++) {
     let k = step * 4u + lane;
     let kc = min(k, vec4u(p.k - 1u));
@@ -136,24 +161,43 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
     let b3 = block_b(cb3, kb);
     c03 += a0 * b3; c13 += a1 * b3;
   }
-  store(row0, col0, c00); store(row0, col0 + 4u, c01); store(row0, col0 + 8u, c02); store(row0, col0 + 12u, c03);
-  store(row0 + 4u, col0, c10); store(row0 + 4u, col0 + 4u, c11); store(row0 + 4u, col0 + 8u, c12);
-  store(row0 + 4u, col0 + 12u, c13);
+  store(c_off, row0, col0, c00); store(c_off, row0, col0 + 4u, c01); store(c_off, row0, col0 + 8u, c02);
+  store(c_off, row0, col0 + 12u, c03); store(c_off, row0 + 4u, col0, c10); store(c_off, row0 + 4u, col0 + 4u, c11);
+  store(c_off, row0 + 4u, col0 + 8u, c12); store(c_off, row0 + 4u, col0 + 12u, c13);
 }
 
-// Writes a 4×4 block of C (column s of `blk` is column col + s), adding bias and the old C as asked.
-fn store(row: u32, col: u32, blk: mat4x4f) {
-  for (var s = 0u; s < 4u; s++) {
-    let cc = col + s;
-    if (cc >= p.n) { return; }
-    var extra = 0.0;
-    if (p.has_bias != 0u) { extra = bias[p.bias_off + cc]; }
-    for (var r = 0u; r < 4u; r++) {
-      if (row + r >= p.m) { break; }
-      let idx = p.c_off + (row + r) * p.ldc + cc;
-      var v = blk[s][r] + extra;
-      if (p.accumulate != 0u) { v += c[idx]; }
-      c[idx] = v;
-    }
+// Writes a 4×4 block of the C starting at c_off (column s of `blk` is column col + s), adding bias and the old C
+// as asked. Constant indices only: llvmpipe turns a run-time index into a matrix or vector into a per-lane
+// spill and gather, which made this epilogue cost as much as 100 K steps.
+fn store(c_off: u32, row: u32, col: u32, blk: mat4x4f) {
+  if (row >= p.m || col >= p.n) { return; }
+  var extra = vec4f();
+  if (p.has_bias != 0u) {
+    let last = p.bias_off + p.n - 1u; // clamped: columns past N are not stored
+    let at = p.bias_off + col;
+    extra = vec4f(bias[at], bias[min(at + 1u, last)], bias[min(at + 2u, last)], bias[min(at + 3u, last)]);
   }
+  let rows = transpose(blk);
+  let idx = c_off + row * p.ldc + col;
+  store_row(idx, col, rows[0] + extra);
+  if (row + 1u < p.m) { store_row(idx + p.ldc, col, rows[1] + extra); }
+  if (row + 2u < p.m) { store_row(idx + 2u * p.ldc, col, rows[2] + extra); }
+  if (row + 3u < p.m) { store_row(idx + 3u * p.ldc, col, rows[3] + extra); }
+}
+
+// Writes columns col.. of one row of C (at idx) from v, those before N only.
+fn store_row(idx: u32, col: u32, v: vec4f) {
+  var w = v;
+  if (p.accumulate != 0u) {
+    w += vec4f(c[idx], c_at(idx, col, 1u), c_at(idx, col, 2u), c_at(idx, col, 3u));
+  }
+  c[idx] = w.x;
+  if (col + 1u < p.n) { c[idx + 1u] = w.y; }
+  if (col + 2u < p.n) { c[idx + 2u] = w.z; }
+  if (col + 3u < p.n) { c[idx + 3u] = w.w; }
+}
+
+// C at column col + s of the row at idx, or 0 past N.
+fn c_at(idx: u32, col: u32, s: u32) -> f32 {
+  return select(0.0, c[idx + s], col + s < p.n);
 }

@@ -4,6 +4,7 @@
  * @module
  */
 
+import { backward, type GradNode } from "./autograd.ts";
 import { getGpu } from "./gpu/device.ts";
 import type { BufferRange, Gpu } from "./gpu/runtime.ts";
 import { formatShape, type HostTensor, numel, toFloat32, toInt32 } from "./host_tensor.ts";
@@ -51,6 +52,8 @@ export class Tensor {
   requiresGrad: boolean;
   /** Accumulated gradient after `backward`, or null. */
   grad: Tensor | null = null;
+  /** The recorded operation that produced this tensor, while its graph is alive. */
+  gradFn: GradNode | null = null;
   #storage: Storage;
   #disposed = false;
 
@@ -158,6 +161,25 @@ export class Tensor {
     }
     this.#storage.refs++;
     return new Tensor(this.#storage, shape, this.dtype);
+  }
+
+  /**
+   * Back-propagates `upstream` (dL/dthis, same shape; omitted for a one-element loss) through the recorded graph and
+   * fills `.grad` of every leaf tensor that requires a gradient, adding to gradients already there.
+   */
+  backward(upstream?: Tensor | HostTensor): Promise<void> {
+    return backward(this, upstream);
+  }
+
+  /** Another handle on the same storage, with its own lifetime (for tensors saved for a backward pass). */
+  retain(): Tensor {
+    return this.reshape(this.shape);
+  }
+
+  /** Moves this tensor out of the enclosing `tidy`, so that it outlives it. */
+  keep(): this {
+    scopes.at(-1)?.delete(this);
+    return this;
   }
 
   /** A new tensor with the same contents. */

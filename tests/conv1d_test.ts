@@ -16,44 +16,63 @@ Deno.test("causalConv1d matches the float64 reference (KS 1..4, swish, strided v
   const gpu = await testGpu();
   const rng = freshRng("conv1d");
   const outs: Tensor[] = [], wants: Float64Array[] = [], names: string[] = [];
-  const B = 2, F = 6;
-  for (let taps = 1; taps <= 4; taps++) {
-    for (const swish of [false, true]) {
-      for (const mode of ["contiguous", "strided", "history", "long history, S < KS − 1"] as const) {
-        const S = mode === "long history, S < KS − 1" ? Math.max(1, taps - 2) : 9;
-        const frames = mode === "long history, S < KS − 1" ? taps + 2 : taps - 1;
-        // The strided case reads columns [3, 3 + F) of a wider tensor, like one half of a fused projection.
-        const wide = mode === "strided" ? upload(gpu, rng, [B * S, F + 5]) : upload(gpu, rng, [B * S, F]);
-        const view: MatrixView = mode === "strided" ? columns(wide.t, 3, F) : matrix(wide.t);
-        const x = new Float64Array(B * S * F);
-        for (let r = 0; r < B * S; r++) {
-          for (let f = 0; f < F; f++) x[r * F + f] = wide.v[view.offset + r * view.stride + f];
+  const B = 2;
+  // F = 6 runs the scalar path; F = 8 with every view 4-aligned the vec4 path. S = 9 fills one 8-time block and
+  // starts another; S < 8 takes one time per invocation.
+  for (const F of [6, 8]) {
+    for (let taps = 1; taps <= 4; taps++) {
+      for (const swish of [false, true]) {
+        for (const mode of ["contiguous", "strided", "history", "long history, S < KS − 1"] as const) {
+          const S = mode === "long history, S < KS − 1" ? Math.max(1, taps - 2) : 9;
+          const frames = mode === "long history, S < KS − 1" ? taps + 2 : taps - 1;
+          // The strided case reads columns [lead, lead + F) of a wider tensor, like one half of a fused projection.
+          const lead = F % 4 ? 3 : 4;
+          const wide = mode === "strided" ? upload(gpu, rng, [B * S, F + 2 * lead]) : upload(gpu, rng, [B * S, F]);
+          const view: MatrixView = mode === "strided" ? columns(wide.t, lead, F) : matrix(wide.t);
+          const x = new Float64Array(B * S * F);
+          for (let r = 0; r < B * S; r++) {
+            for (let f = 0; f < F; f++) x[r * F + f] = wide.v[view.offset + r * view.stride + f];
+          }
+          const w = upload(gpu, rng, [F, 1, taps]);
+          const bias = swish || mode !== "history" ? upload(gpu, rng, [F]) : null;
+          const hist = mode.includes("history") ? upload(gpu, rng, [B, frames, F]) : null;
+          outs.push(causalConv1d(view, w.t, bias?.t ?? null, {
+            batch: B,
+            activation: swish ? "swish" : "none",
+            history: hist?.t,
+          }));
+          wants.push(causalConv1dRef(x, B, F, w.v, bias?.v ?? null, {
+            swish,
+            history: hist && { frames, values: hist.v },
+          }));
+          names.push(`F ${F}, KS ${taps}, ${swish ? "swish" : "no activation"}, ${mode}`);
         }
-        const w = upload(gpu, rng, [F, 1, taps]);
-        const bias = swish || mode !== "history" ? upload(gpu, rng, [F]) : null;
-        const hist = mode.includes("history") ? upload(gpu, rng, [B, frames, F]) : null;
-        outs.push(causalConv1d(view, w.t, bias?.t ?? null, {
-          batch: B,
-          activation: swish ? "swish" : "none",
-          history: hist?.t,
-        }));
-        wants.push(causalConv1dRef(x, B, F, w.v, bias?.v ?? null, {
-          swish,
-          history: hist && { frames, values: hist.v },
-        }));
-        names.push(`KS ${taps}, ${swish ? "swish" : "no activation"}, ${mode}`);
       }
     }
   }
   const got = await Tensor.toHostAll(outs);
   got.forEach((g, i) => assertClose(g.data as Float32Array, wants[i], TOL, names[i]));
-  assert.deepEqual(got[0].shape, [B, 9, F]);
+  assert.deepEqual(got[0].shape, [B, 9, 6]);
+});
+
+Deno.test("causalConv1d with a long kernel (one time per invocation) matches the reference", async () => {
+  const gpu = await testGpu();
+  const rng = freshRng("conv1d long kernel");
+  const B = 2, S = 300, F = 4, KS = 260;
+  const x = upload(gpu, rng, [B, S, F]), w = upload(gpu, rng, [F, 1, KS]), bias = upload(gpu, rng, [F]);
+  const y = causalConv1d(matrix(x.t), w.t, bias.t, { batch: B, activation: "swish" });
+  const want = causalConv1dRef(x.v, B, F, w.v, bias.v, { swish: true });
+  assertClose((await y.toHost()).data as Float32Array, want, TOL, "KS 260");
 });
 
 Deno.test("stepping conv1dStateUpdate + causalConv1d equals the reference step and the full forward", async () => {
+  for (const F of [5, 8]) await stepCase(F); // scalar and vec4 paths
+});
+
+async function stepCase(F: number): Promise<void> {
   const gpu = await testGpu();
-  const rng = freshRng("conv1d step");
-  const B = 2, S = 7, F = 5, KS = 4;
+  const rng = freshRng(`conv1d step F ${F}`);
+  const B = 2, S = 7, KS = 4;
   const x = upload(gpu, rng, [B, S, F]), w = upload(gpu, rng, [F, 1, KS]), bias = upload(gpu, rng, [F]);
   let state: Tensor | null = null;
   const states: Tensor[] = [], ys: Tensor[] = [];
@@ -82,13 +101,15 @@ Deno.test("stepping conv1dStateUpdate + causalConv1d equals the reference step a
   const forward = causalConv1dRef(x.v, B, F, w.v, bias.v);
   assertClose(stepped, forward, 1e-12, "reference step vs reference forward");
   assertClose(got[2 * S].data as Float32Array, forward, TOL, "full forward");
-});
+}
 
 Deno.test("conv1dStateUpdate keeps the last frames of history then x (the forward's last-state window)", async () => {
   const gpu = await testGpu();
   const rng = freshRng("conv1d window");
-  const B = 2, F = 3;
-  for (const [S, H, frames] of [[5, 0, 3], [2, 0, 3], [2, 3, 4], [1, 3, 3]]) {
+  const B = 2;
+  for (
+    const [S, H, frames, F] of [[5, 0, 3, 3], [2, 0, 3, 3], [2, 3, 4, 3], [1, 3, 3, 3], [5, 2, 4, 8], [1, 3, 3, 4]]
+  ) {
     const x = upload(gpu, rng, [B, S, F]), h = upload(gpu, rng, [B, Math.max(H, 1), F]);
     const history = H ? h.t : null;
     const got = await conv1dStateUpdate(history, matrix(x.t), { batch: B, frames }).toHost();

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
-import { embedding } from "../src/ops/embedding.ts";
+import { embedding, embeddingBackward, embeddingBackwardPaths } from "../src/ops/embedding.ts";
 import { Tensor } from "../src/tensor.ts";
-import { embeddingRef } from "./cpu/embedding.ts";
+import { embeddingBackwardRef, embeddingRef } from "./cpu/embedding.ts";
 import { assertClose, closeTestGpu, freshRng, randomTensor, type Rng, testGpu } from "./util.ts";
 import type { Gpu } from "../src/gpu/runtime.ts";
 
@@ -54,6 +54,82 @@ Deno.test("embedding splits a weight larger than one binding into vocabulary ran
   }
 });
 
+/**
+ * Checks `embeddingBackward` for `n` random ids in `[0, vocab)` (plus the given invalid ones) against the float64
+ * reference, and that a second run gives bitwise the same result (no atomics, fixed summation order).
+ */
+async function checkBackward(gpu: Gpu, rng: Rng, idShape: number[], vocab: number, dim: number, invalid: number[]) {
+  const n = idShape.reduce((a, b) => a * b, 1);
+  const ids = Int32Array.from({ length: n }, () => rng.int(vocab));
+  for (const bad of invalid) ids[rng.int(n)] = bad;
+  const dOut = randomTensor(rng, [...idShape, dim]);
+  const idsT = Tensor.fromHost(gpu, { dtype: "int32", shape: idShape, data: ids });
+  const dOutT = Tensor.fromHost(gpu, dOut.host);
+  const [got, again] = await Tensor.toHostAll([
+    embeddingBackward(idsT, dOutT, vocab),
+    embeddingBackward(idsT, dOutT, vocab),
+  ]);
+  assert.deepEqual(got.shape, [vocab, dim]);
+  // Each element sums about n / vocab terms of unit normals in f32: relative error a few ulp of the largest.
+  assertClose(got.data as Float32Array, embeddingBackwardRef(ids, dOut.values, vocab, dim), 2e-6, "dweight");
+  assert.deepEqual(again.data, got.data, "a second run must give bitwise the same gradient");
+  idsT.dispose();
+  dOutT.dispose();
+}
+
+Deno.test("embeddingBackward: the CPU reference matches finite differences of the forward", () => {
+  const rng = freshRng("embedding backward fd");
+  const [vocab, dim, n] = [5, 3, 9];
+  const ids = Int32Array.from({ length: n }, () => rng.int(vocab));
+  ids[4] = vocab; // out of range: its NaN row does not depend on the weight
+  const weight = Float64Array.from(rng.normals(vocab * dim));
+  const r = Float64Array.from(rng.normals(n * dim));
+  // loss = Σ out · r over the valid rows; d loss / d weight by central differences.
+  const loss = (w: Float64Array) =>
+    embeddingRef(ids, w, dim).reduce((acc, v, i) => (Number.isNaN(v) ? acc : acc + v * r[i]), 0);
+  const want = embeddingBackwardRef(ids, r, vocab, dim);
+  const h = 1e-6;
+  for (let i = 0; i < weight.length; i++) {
+    const plus = weight.slice(), minus = weight.slice();
+    plus[i] += h;
+    minus[i] -= h;
+    const fd = (loss(plus) - loss(minus)) / (2 * h);
+    assert.ok(Math.abs(fd - want[i]) < 1e-8, `dweight[${i}]: finite difference ${fd} vs ${want[i]}`);
+  }
+});
+
+Deno.test("embeddingBackward sums rows per id, deterministically, ignoring out-of-range ids", async () => {
+  const gpu = await testGpu();
+  const rng = freshRng("embedding backward");
+  await checkBackward(gpu, rng, [3, 7], 50, 24, [-1, 50, 2 ** 31 - 1]);
+  await checkBackward(gpu, rng, [40], 3, 5, [3, -(2 ** 31)]);
+  await checkBackward(gpu, rng, [2], 6, 1, []); // untouched rows must come back zero
+  await checkBackward(gpu, rng, [0, 4], 4, 3, []); // no positions: all zero
+});
+
+Deno.test("embeddingBackward chains ids across several position blocks", async () => {
+  const gpu = await testGpu();
+  const rng = freshRng("embedding backward blocks");
+  const saved = embeddingBackwardPaths.blockSize;
+  try {
+    embeddingBackwardPaths.blockSize = 4; // 61 positions → 16 blocks, the last one partial
+    await checkBackward(gpu, rng, [61], 5, 7, [9]);
+    embeddingBackwardPaths.blockSize = 1; // every position its own block
+    await checkBackward(gpu, rng, [3, 5], 4, 4, []);
+  } finally {
+    embeddingBackwardPaths.blockSize = saved;
+  }
+});
+
+Deno.test("embeddingBackward at training sizes: parity batch (V 3, N 65,280) and an LM vocabulary (V 50,304)", async () => {
+  const gpu = await testGpu();
+  const rng = freshRng("embedding backward sizes");
+  // 65,280 positions over 3 ids: chains of ~340 per 1024-position block, 64 blocks; a single chain over all
+  // positions would exceed lavapipe's loop limit.
+  await checkBackward(gpu, rng, [256, 255], 3, 8, []);
+  await checkBackward(gpu, rng, [4, 256], 50304, 128, []);
+});
+
 Deno.test("embedding rejects bad operands, naming them", async () => {
   const gpu = await testGpu();
   const ids = Tensor.fromHost(gpu, { dtype: "int32", shape: [2], data: new Int32Array([0, 1]) });
@@ -65,5 +141,10 @@ Deno.test("embedding rejects bad operands, naming them", async () => {
     () => embedding(Tensor.zeros(gpu, [2]), Tensor.zeros(gpu, [4, 3])),
     /ids must be int32, got float32 \[2\]/,
   );
+  assert.throws(
+    () => embeddingBackward(ids, Tensor.zeros(gpu, [3, 4]), 5),
+    /dOut: expected shape \[2, 4\], got \[3, 4\]/,
+  );
+  assert.throws(() => embeddingBackward(ids, Tensor.zeros(gpu, [2, 4]), 0), /vocabSize must be an integer/);
   await closeTestGpu();
 });

@@ -1,7 +1,16 @@
 import assert from "node:assert/strict";
-import { gatedActivation, type GatedActivationFn } from "../src/ops/gated_activation.ts";
+import { gatedActivation, gatedActivationBackward, type GatedActivationFn } from "../src/ops/gated_activation.ts";
 import { Tensor } from "../src/tensor.ts";
-import { ACTIVATIONS, erf, erfc, gatedActivationRef } from "./cpu/activations.ts";
+import {
+  ACTIVATION_DERIVATIVES,
+  ACTIVATIONS,
+  centralDifferences,
+  dot,
+  erf,
+  erfc,
+  gatedActivationBackwardRef,
+  gatedActivationRef,
+} from "./cpu/activations.ts";
 import { assertClose, closeTestGpu, freshRng, host, randomTensor, testGpu } from "./util.ts";
 
 const ALL: GatedActivationFn[] = ["gelu", "relu", "relu^2", "sigmoid", "swish", "selu"];
@@ -30,25 +39,30 @@ Deno.test("each activation is accurate elementwise over a wide range (up = 1)", 
   // Dense over [−20, 20], the GELU branch points (|x| = 0.75, 3, 14), tiny and huge values, and random normals.
   const gate = [0, 1e-30, -1e-30, 1e-7, -1e-7, 0.75, -0.75, 3, -3, 14, -14, 14.5, -14.5, 60, -60, 1e4, -1e4];
   for (let i = 0; i <= 8000; i++) gate.push(-20 + i * 0.005);
-  for (const v of rng.normals(2000, 3)) gate.push(v);
-  const n = gate.length;
-  const x = host([n, 2], gate.flatMap((g) => [g, 1]));
+  for (const v of rng.normals(1998, 3)) gate.push(v);
+  const n = gate.length; // 10016: rows of [4 gates | 4 ones] take the vec4 path, rows of [gate | 1] the scalar one
   const g32 = Float64Array.from(Float32Array.from(gate));
-  const tx = Tensor.fromHost(gpu, x);
-  const outs = ALL.map((a) => gatedActivation(tx, a));
-  const got = await Tensor.toHostAll(outs);
-  ALL.forEach((a, k) => {
-    const data = got[k].data as Float32Array;
-    let worst = 0;
-    for (let i = 0; i < n; i++) {
-      const want = ACTIVATIONS[a](g32[i]);
-      const err = Math.abs(data[i] - want) / (1e-6 * Math.abs(want) + 1e-7);
-      if (!(err <= 1)) throw new Error(`${a}(${g32[i]}) = ${data[i]}, want ${want}`);
-      worst = Math.max(worst, Math.abs(want) > 1e-30 ? Math.abs(data[i] / want - 1) : 0);
-    }
-    console.log(`${a}: worst relative error ${worst.toExponential(2)}`);
-  });
-  for (const t of [tx, ...outs]) t.dispose();
+  const quads = Array.from({ length: n / 4 }, (_, r) => [...gate.slice(4 * r, 4 * r + 4), 1, 1, 1, 1]);
+  const layouts = [
+    Tensor.fromHost(gpu, host([n, 2], gate.flatMap((g) => [g, 1]))),
+    Tensor.fromHost(gpu, host([n / 4, 8], quads.flat())),
+  ];
+  for (const tx of layouts) {
+    const outs = ALL.map((a) => gatedActivation(tx, a));
+    const got = await Tensor.toHostAll(outs);
+    ALL.forEach((a, k) => {
+      const data = got[k].data as Float32Array;
+      let worst = 0;
+      for (let i = 0; i < n; i++) {
+        const want = ACTIVATIONS[a](g32[i]);
+        const err = Math.abs(data[i] - want) / (1e-6 * Math.abs(want) + 1e-7);
+        if (!(err <= 1)) throw new Error(`${a}(${g32[i]}) = ${data[i]}, want ${want} (x ${tx.shape})`);
+        worst = Math.max(worst, Math.abs(want) > 1e-30 ? Math.abs(data[i] / want - 1) : 0);
+      }
+      console.log(`${a} (x ${tx.shape}): worst relative error ${worst.toExponential(2)}`);
+    });
+    for (const t of [tx, ...outs]) t.dispose();
+  }
 });
 
 Deno.test("gatedActivation multiplies act(first half) by the second half", async () => {
@@ -85,6 +99,94 @@ Deno.test("gatedActivation splits rows when x exceeds one storage binding", asyn
   tx.dispose();
 });
 
+Deno.test("the float64 gated-activation gradient matches central differences of the forward", () => {
+  const rng = freshRng("gatedActivation gradient reference");
+  const width = 10, rows = 3;
+  const x = Float64Array.from(rng.normals(rows * width, 2)), dy = Float64Array.from(rng.normals(rows * width / 2));
+  for (const a of ALL) {
+    const want = gatedActivationBackwardRef(dy, x, width, a);
+    const fd = centralDifferences((v) => dot(dy, gatedActivationRef(v, width, a)), x);
+    // Random normals never sit on relu's kink, so the central difference is smooth there.
+    for (let i = 0; i < x.length; i++) {
+      assert.ok(Math.abs(fd[i] - want[i]) < 1e-7, `${a}: dx[${i}] = ${want[i]}, finite difference ${fd[i]}`);
+    }
+  }
+});
+
+Deno.test("each activation's derivative is accurate elementwise over a wide range (dy = up = 1)", async () => {
+  const gpu = await testGpu();
+  const rng = freshRng("activation derivatives");
+  // Dense over [−20, 20], the GELU branch points and the kinks (the 0s), tiny and huge values, random normals.
+  const gate = [0, -0, 1e-30, -1e-30, 1e-7, -1e-7, 0.75, -0.75, 3, -3, 14, -14, 21, -21, 60, -60, 1e4, -1e4, 1e18];
+  for (let i = 0; i <= 8000; i++) gate.push(-20 + i * 0.005);
+  gate.push(...rng.normals(10240 - gate.length, 3));
+  const n = gate.length; // 10240: rows of [4 gates | 4 ones] take the vec4 path, rows of [gate | 1] the scalar one
+  const g32 = Float64Array.from(Float32Array.from(gate));
+  const quads = Array.from({ length: n / 4 }, (_, r) => [...gate.slice(4 * r, 4 * r + 4), 1, 1, 1, 1]);
+  const ones = Tensor.fromHost(gpu, host([n], new Float32Array(n).fill(1)));
+  for (
+    const [tx, p] of [[Tensor.fromHost(gpu, host([n, 2], gate.flatMap((g) => [g, 1]))), 1], [
+      Tensor.fromHost(gpu, host([n / 4, 8], quads.flat())),
+      4,
+    ]] as const
+  ) {
+    const outs = ALL.map((a) => gatedActivationBackward(ones.reshape([n / p, p]), tx, a));
+    const got = await Tensor.toHostAll(outs);
+    ALL.forEach((a, k) => {
+      const data = got[k].data as Float32Array;
+      let worst = 0;
+      for (let i = 0; i < n; i++) {
+        const r = Math.floor(i / p), c = i % p; // gate i sits at column c of row r; its d gate there, d up p further
+        const pairs = [[data[r * 2 * p + c], ACTIVATION_DERIVATIVES[a](g32[i])], [
+          data[r * 2 * p + p + c],
+          ACTIVATIONS[a](g32[i]),
+        ]];
+        for (const [value, want] of pairs) {
+          if (!(Math.abs(value - want) <= 1e-6 * Math.abs(want) + 1e-7)) {
+            throw new Error(`${a}'(${g32[i]}): got ${value}, want ${want} (x ${tx.shape})`);
+          }
+        }
+        const [value, want] = pairs[0];
+        worst = Math.max(worst, Math.abs(want) > 0.05 ? Math.abs(value / want - 1) : 0);
+      }
+      console.log(`${a}' (x ${tx.shape}): worst relative error where |act'| > 0.05: ${worst.toExponential(2)}`);
+    });
+    for (const t of [tx, ...outs]) t.dispose();
+  }
+  ones.dispose();
+});
+
+Deno.test("gatedActivationBackward matches the float64 reference (vec4 and scalar paths, split bindings)", async () => {
+  const gpu = await testGpu();
+  const rng = freshRng("gatedActivationBackward");
+  const saved = gpu.maxBinding;
+  try {
+    // P 24: vec4 units; P 7: scalars. The last case binds rows in chunks (x is 64 · 48 floats = 12 KiB): both halves
+    // of dx must fall inside each chunk's binding.
+    for (const [shape, binding] of [[[2, 5, 48], saved], [[3, 2, 14], saved], [[64, 48], 1024], [[50, 14], 512]]) {
+      const x = randomTensor(rng, shape as number[], 2);
+      const dyShape = [...(shape as number[]).slice(0, -1), (shape as number[]).at(-1)! / 2];
+      const dy = randomTensor(rng, dyShape);
+      const [tx, tdy] = [Tensor.fromHost(gpu, x.host), Tensor.fromHost(gpu, dy.host)];
+      gpu.maxBinding = binding as number;
+      const before = gpu.dispatchCount;
+      const outs = ALL.map((a) => gatedActivationBackward(tdy, tx, a));
+      const dispatches = (gpu.dispatchCount - before) / ALL.length;
+      gpu.maxBinding = saved;
+      if (binding !== saved) assert.ok(dispatches >= 3, `expected several row chunks, got ${dispatches}`);
+      const got = await Tensor.toHostAll(outs);
+      ALL.forEach((a, k) => {
+        assert.deepEqual(got[k].shape, shape);
+        const want = gatedActivationBackwardRef(dy.values, x.values, (shape as number[]).at(-1)!, a);
+        assertClose(got[k].data as Float32Array, want, 1e-6, `${a} ${shape}`);
+      });
+      for (const t of [tx, tdy, ...outs]) t.dispose();
+    }
+  } finally {
+    gpu.maxBinding = saved;
+  }
+});
+
 Deno.test("gatedActivation rejects an odd width and an unknown activation", async () => {
   const gpu = await testGpu();
   const x = Tensor.zeros(gpu, [3, 5]);
@@ -92,6 +194,14 @@ Deno.test("gatedActivation rejects an odd width and an unknown activation", asyn
   assert.throws(
     () => gatedActivation(Tensor.zeros(gpu, [3, 4]), "tanh" as GatedActivationFn),
     /unknown activation "tanh"/,
+  );
+  assert.throws(
+    () => gatedActivationBackward(Tensor.zeros(gpu, [3, 3]), Tensor.zeros(gpu, [3, 4]), "gelu"),
+    /gatedActivationBackward dy: expected shape \[3, 2\], got \[3, 3\]/,
+  );
+  assert.throws(
+    () => gatedActivationBackward(x, x, "gelu"),
+    /gatedActivationBackward x: expected shape \[\.\.\., 2P\]/,
   );
   await closeTestGpu();
 });

@@ -178,13 +178,24 @@ async function checkParallel(gpu: Gpu, rng: Rng, d: MlstmDims, fused: boolean, w
   const before = gpu.dispatchCount;
   const { h, cache } = mlstmParallelForwardWithCache(q, k, v, igate, fgate, { batch: d.batch, numHeads: d.heads });
   const dispatches = gpu.dispatchCount - before;
-  const [gh, scores, lf, m, n] = await Tensor.toHostAll([h, cache.scores, cache.logForget, cache.m, cache.n]);
+  const [gh, weights, lf, m, n] = await Tensor.toHostAll([h, cache.weights, cache.logForget, cache.m, cache.n]);
   assert.deepEqual(h.shape, [d.batch, d.seq, d.heads * d.dv]);
   const x = headMajor(d, input.values);
   const want = mlstmParallelRef(x.q, x.k, x.v, x.igate, x.fgate, d);
   const got = swapSeqHeads(gh.data as Float32Array, d.batch, d.seq, d.heads, d.dv);
   assertWithinBound(got, want.h, parallelBound(x, d, want), `${what}: h`);
-  assertClose(scores.data as Float32Array, want.scores, TOL, `${what}: scores`);
+  // The cached weights are C / (n + eps) in rows padded to LD (a multiple of 4), zero above the diagonal and in the
+  // padding: the scores C come back as W·(n + eps).
+  const ld = Math.ceil(d.seq / 4) * 4, nd = n.data as Float32Array, wd = weights.data as Float32Array;
+  assert.deepEqual(weights.shape, [d.batch, d.heads, d.seq, ld]);
+  const scores = new Float64Array(want.scores.length);
+  for (let row = 0; row < nd.length; row++) {
+    for (let s = 0; s < ld; s++) {
+      if (s < d.seq) scores[row * d.seq + s] = wd[row * ld + s] * (nd[row] + 1e-6);
+      else assert.equal(wd[row * ld + s], 0, `${what}: padding of weight row ${row}`);
+    }
+  }
+  assertClose(scores, want.scores, TOL, `${what}: scores recovered from the weights`);
   assertClose(lf.data as Float32Array, want.logForget, TOL, `${what}: F`);
   assertClose(m.data as Float32Array, want.m, TOL, `${what}: m`);
   assertClose(n.data as Float32Array, want.n, TOL, `${what}: n`);
@@ -206,21 +217,22 @@ Deno.test("mlstm parallel forward matches the float64 reference (A4.1)", async (
   await checkParallel(gpu, rng, dims(1, 1, 1, 4, 4), false, "S=1");
   await checkParallel(gpu, rng, dims(2, 3, 17, 8, 8), false, "B2 NH3 S17 DH8");
   await checkParallel(gpu, rng, dims(1, 2, 33, 12, 5), false, "DHQK 12 ≠ DHV 5");
-  assert.equal(await checkParallel(gpu, rng, dims(3, 2, 64, 16, 24), true, "q|k|v column slices, S=64"), 3);
+  await checkParallel(gpu, rng, dims(2, 2, 10, 7, 3), true, "odd DHQK 7: f32 loads, a partial K step");
+  assert.equal(await checkParallel(gpu, rng, dims(3, 2, 64, 16, 24), true, "q|k|v column slices, S=64"), 4);
 });
 
 Deno.test("mlstm parallel forward splits (batch, head) pairs when the scores exceed a binding", async () => {
   const gpu = await testGpu();
   const rng = freshRng("mlstm parallel split");
-  const d = dims(3, 3, 33, 4, 4); // S² is odd, so group offsets into the scores need the aligned-down bases
-  const pair = d.seq * d.seq * 4;
+  const d = dims(3, 3, 33, 4, 4); // S is odd: group offsets into F, m and n need the aligned-down bases
+  const pair = d.seq * 36 * 4; // bytes of one pair's scores, rows padded to 36
   const saved = gpu.maxBinding;
   const room = gpu.limits.minStorageBufferOffsetAlignment + 100;
   try {
     gpu.maxBinding = 2 * pair + room; // heads {0, 1} and {2} of each batch
-    assert.equal(await checkParallel(gpu, rng, d, true, "heads split"), 3 * 2 * 3);
+    assert.equal(await checkParallel(gpu, rng, d, true, "heads split"), 3 * 2 * 4);
     gpu.maxBinding = 2 * d.heads * pair + room; // batches {0, 1} and {2}
-    assert.equal(await checkParallel(gpu, rng, d, false, "batches split"), 2 * 3);
+    assert.equal(await checkParallel(gpu, rng, d, false, "batches split"), 2 * 4);
   } finally {
     gpu.maxBinding = saved;
   }

@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
-import { norm, type NormOptions, normPaths } from "../src/ops/norm.ts";
+import { norm, normBackward, type NormOptions, normPaths } from "../src/ops/norm.ts";
 import { Tensor } from "../src/tensor.ts";
-import { normRef } from "./cpu/norm.ts";
-import { assertClose, closeTestGpu, freshRng, randomTensor, type Rng, testGpu } from "./util.ts";
+import { normBackwardRef, normRef, type NormRefOptions } from "./cpu/norm.ts";
+import { assertClose, closeTestGpu, freshRng, randomTensor, relativeError, type Rng, testGpu } from "./util.ts";
 
 interface Case {
   what: string;
@@ -85,6 +85,13 @@ const CASES: Case[] = [
     bias: true,
   },
   {
+    what: "rms, weightOffset 1, bias, 600 rows (weight and bias gradients sum over 3 chunks of rows)",
+    shape: [600, 24],
+    options: { kind: "rms", groups: 2, eps: 1e-6, weightOffset: 1 },
+    weight: true,
+    bias: true,
+  },
+  {
     what: "140000 groups of 2 (the per-unit grid spills into y at 2 threads per workgroup)",
     shape: [70000, 4],
     options: { kind: "rms", groups: 2, eps: 1e-6 },
@@ -141,6 +148,83 @@ Deno.test("norm matches the float64 reference in every mode, on both paths", asy
   });
 });
 
+Deno.test("the float64 norm gradients match central differences of the float64 forward", () => {
+  const rng = freshRng("norm gradient reference");
+  const rows = 3, channels = 12, h = 1e-6;
+  const random = (n: number) => Float64Array.from(rng.normals(n, 1));
+  for (const kind of ["layer", "rms"] as const) {
+    for (const groups of [1, 3]) {
+      for (const affine of ["none", "w0", "w1", "b", "w0+b", "w1+b"]) {
+        const options: NormRefOptions = { kind, groups, eps: 1e-5, weightOffset: affine.includes("w1") ? 1 : 0 };
+        const what = `${kind}, ${groups} groups, ${affine}`;
+        const x = random(rows * channels), dy = random(rows * channels);
+        const weight = affine.includes("w") ? random(channels) : null;
+        const bias = affine.includes("b") ? random(channels) : null;
+        // loss = Σ dy · norm(x); its central difference along each input element.
+        const loss = () => normRef(x, channels, weight, bias, options).reduce((s, y, i) => s + dy[i] * y, 0);
+        const numeric = (v: Float64Array) =>
+          v.map((_, i) => {
+            const keep = v[i];
+            v[i] = keep + h;
+            const up = loss();
+            v[i] = keep - h;
+            const down = loss();
+            v[i] = keep;
+            return (up - down) / (2 * h);
+          });
+        const grads = normBackwardRef(dy, x, channels, weight, bias, options);
+        assertClose(grads.dx, numeric(x), 1e-7, `${what}: dx`);
+        assert.equal(grads.dweight === null, weight === null, what);
+        assert.equal(grads.dbias === null, bias === null, what);
+        if (weight) assertClose(grads.dweight!, numeric(weight), 1e-7, `${what}: dweight`);
+        if (bias) assertClose(grads.dbias!, numeric(bias), 1e-7, `${what}: dbias`);
+      }
+    }
+  }
+});
+
+Deno.test("normBackward matches the float64 gradient reference in every mode", async () => {
+  const gpu = await testGpu();
+  const rng = freshRng("normBackward");
+  const saved = { ...normPaths };
+  const outs: Tensor[] = [], wants: Float64Array[] = [], names: string[] = [];
+  try {
+    for (const c of CASES) {
+      // The cases pinned to the per-unit path need its 2-thread workgroups to make the grid spill into y.
+      Object.assign(normPaths, saved, c.paths ? PATHS["per-unit"] : {});
+      const channels = c.shape[c.shape.length - 1], n = c.shape.reduce((a, b) => a * b);
+      const x = values(rng, n, c.shift), dy = values(rng, n);
+      const w = c.weight ? values(rng, channels) : null, b = c.bias ? values(rng, channels) : null;
+      const upload = (v: Float32Array, shape: number[]) => Tensor.fromHost(gpu, { dtype: "float32", shape, data: v });
+      const got = normBackward(
+        upload(dy.host, c.shape),
+        upload(x.host, c.shape),
+        w && upload(w.host, [channels]),
+        b && upload(b.host, [channels]),
+        c.options,
+      );
+      const want = normBackwardRef(dy.exact, x.exact, channels, w?.exact ?? null, b?.exact ?? null, c.options);
+      assert.equal(got.dweight === null, !c.weight, c.what);
+      assert.equal(got.dbias === null, !c.bias, c.what);
+      for (const key of ["dx", "dweight", "dbias"] as const) {
+        if (!got[key]) continue;
+        outs.push(got[key]);
+        wants.push(want[key]!);
+        names.push(`${c.what}: ${key}`);
+      }
+    }
+  } finally {
+    Object.assign(normPaths, saved);
+  }
+  const got = await Tensor.toHostAll(outs);
+  got.forEach((g, i) => {
+    if (Deno.env.get("SHOW_ERRORS")) {
+      console.log(names[i], relativeError(g.data as Float32Array, wants[i]).toExponential(2));
+    }
+    assertClose(g.data as Float32Array, wants[i], 1e-5, names[i]);
+  });
+});
+
 Deno.test("norm rejects mismatched operands, naming the tensor and both shapes", async () => {
   const gpu = await testGpu();
   const x = Tensor.zeros(gpu, [2, 48]);
@@ -155,6 +239,23 @@ Deno.test("norm rejects mismatched operands, naming the tensor and both shapes",
   assert.throws(
     () => norm(x, null, null, { kind: "layer", groups: 5, eps: 1e-5 }),
     /5 groups do not divide the 48 channels of x \[2, 48\]/,
+  );
+  assert.throws(
+    () => normBackward(Tensor.zeros(gpu, [2, 47]), x, null, null, { kind: "rms", eps: 1e-6 }),
+    /normBackward dy: expected shape \[2, 48\], got \[2, 47\]/,
+  );
+  assert.throws(
+    () => normBackward(x, x, Tensor.zeros(gpu, [47]), null, { kind: "rms", eps: 1e-6 }),
+    /normBackward weight: expected shape \[48\], got \[47\]/,
+  );
+  const none = Tensor.zeros(gpu, [0, 8]), eight = Tensor.zeros(gpu, [8]);
+  const empty = normBackward(none, none, eight, eight, { kind: "layer", eps: 1e-5 });
+  const [dx, dw, db] = await Tensor.toHostAll([empty.dx, empty.dweight!, empty.dbias!]);
+  assert.deepEqual([dx.shape, [...dw.data], [...db.data]], [[0, 8], Array(8).fill(0), Array(8).fill(0)]);
+  const long = Tensor.zeros(gpu, [1, 140000]);
+  assert.throws(
+    () => normBackward(long, long, null, null, { kind: "layer", eps: 1e-5 }),
+    /groups of 140000 channels need 70004 loop trips per thread, over 32768/,
   );
   await closeTestGpu();
 });

@@ -21,7 +21,11 @@ Deno.test("README stack: x [4, 256, 128] -> [4, 256, 128], finite", async () => 
   const cfg = xLSTMBlockStackConfig(README_STACK_YAML);
   assert.equal(cfg._block_map, "0,1,0,0,0,0,0");
   const stack = await xLSTMBlockStack.create(cfg, { gpu, seed: rng.seed });
-  const x = Tensor.fromHost(gpu, { dtype: "float32", shape: [B, S, E], data: Float32Array.from(rng.normals(B * S * E)) });
+  const x = Tensor.fromHost(gpu, {
+    dtype: "float32",
+    shape: [B, S, E],
+    data: Float32Array.from(rng.normals(B * S * E)),
+  });
   const y = await stack.apply(x).toHost();
   assert.deepEqual(y.shape, [B, S, E]);
   assert.ok((y.data as Float32Array).every(Number.isFinite));

@@ -19,7 +19,8 @@ export class GpuUnavailableError extends Error {
 }
 
 /** What to install when WebGPU finds no adapter. */
-export const NO_ADAPTER_HELP: string = "WebGPU found no adapter. Install a GPU driver with Vulkan, Metal or D3D12 support; " +
+export const NO_ADAPTER_HELP: string =
+  "WebGPU found no adapter. Install a GPU driver with Vulkan, Metal or D3D12 support; " +
   "on a Linux machine without a GPU install Mesa's software rasterizer (lavapipe): " +
   "`apt-get install -y mesa-vulkan-drivers`, then run with DENO_WEBGPU_BACKEND=vulkan.";
 

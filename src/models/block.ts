@@ -5,7 +5,7 @@
  */
 
 import type { BlockConfig } from "../config.ts";
-import { add } from "../ops/elementwise.ts";
+import { add } from "../ops/pointwise.ts";
 import { norm } from "../ops/norm.ts";
 import { type Tensor, tidy } from "../tensor.ts";
 import { GatedFeedForward } from "./feedforward.ts";

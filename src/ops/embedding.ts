@@ -1,13 +1,15 @@
 /**
- * Embedding lookup (PyTorch `nn.Embedding`), for vocabularies larger than one storage binding too.
+ * Embedding lookup (PyTorch `nn.Embedding`), for vocabularies larger than one storage binding too, and its weight
+ * gradient.
  *
  * @module
  */
 
 import code from "../../shaders/embedding_forward.wgsl" with { type: "text" };
+import backwardCode from "../../shaders/embedding_backward.wgsl" with { type: "text" };
 import { grid, Params } from "../gpu/runtime.ts";
 import { formatShape } from "../host_tensor.ts";
-import { Tensor } from "../tensor.ts";
+import { expectShape, Tensor } from "../tensor.ts";
 
 const KERNEL = { name: "embedding_forward", code };
 const QUIET_NAN_BITS = 0x7fc00000;
@@ -58,4 +60,84 @@ export function embedding(ids: Tensor, weight: Tensor): Tensor {
     );
   }
   return out;
+}
+
+const BACKWARD = { name: "embedding_backward", code: backwardCode };
+/** Per-invocation loop trips allowed, well below lavapipe's silent cut at 65,535. */
+const MAX_TRIPS = 32768;
+/** Bytes the backward's (blocks × V) slot table may take before blocks grow longer. */
+const MAX_SLOT_BYTES = 64 << 20;
+
+/**
+ * Tuning of {@linkcode embeddingBackward}: positions per block (a power of two; longer blocks when the slot table of
+ * blocks × V entries would exceed 64 MiB). Exported so tests can force several blocks on small inputs.
+ */
+export const embeddingBackwardPaths: { blockSize: number } = { blockSize: 1024 };
+
+/**
+ * Gradient of {@linkcode embedding} with respect to its weight: `dweight[v, e] = Σ_{n: ids[n] = v} dOut[n, e]` for
+ * int32 `ids [...]` and `dOut [..., E]`; returns a new `[vocabSize, E]` tensor (zero rows for ids that never occur).
+ * Ids outside `[0, vocabSize)` contribute nothing.
+ *
+ * Deterministic: no float atomics; each row is summed in position order within blocks of positions, then over the
+ * blocks in order. Three dispatches (chain links per block, per-block chain sums, per-row gather); loop trips per
+ * invocation stay below the block size and the block count.
+ */
+export function embeddingBackward(ids: Tensor, dOut: Tensor, vocabSize: number): Tensor {
+  if (ids.dtype !== "int32") {
+    throw new TypeError(`embeddingBackward: ids must be int32, got ${ids.dtype} ${formatShape(ids.shape)}`);
+  }
+  if (dOut.dtype !== "float32") {
+    throw new TypeError(`embeddingBackward: dOut must be float32, got ${dOut.dtype} ${formatShape(dOut.shape)}`);
+  }
+  const dim = dOut.shape[dOut.shape.length - 1];
+  expectShape("embeddingBackward dOut", dOut, [...ids.shape, dim ?? -1]);
+  if (!Number.isInteger(vocabSize) || vocabSize < 1 || vocabSize > 2 ** 31 - 1) {
+    throw new RangeError(`embeddingBackward: vocabSize must be an integer in [1, 2^31 - 1], got ${vocabSize}`);
+  }
+  const gpu = ids.gpu;
+  const dWeight = Tensor.empty(gpu, [vocabSize, dim]);
+  if (dWeight.size === 0) return dWeight;
+  const positions = ids.size;
+  // Loop trips per invocation: a chain step or a block of the gather carries 4 inner trips, one per vec4.
+  const trips = (outer: number) => 5 * outer + 20;
+  let block = embeddingBackwardPaths.blockSize;
+  const slotBytes = (b: number) => Math.ceil(positions / b) * vocabSize * 4;
+  while (trips(2 * block) <= MAX_TRIPS && slotBytes(block) > Math.min(MAX_SLOT_BYTES, gpu.maxBinding)) block *= 2;
+  const blocks = Math.max(1, Math.ceil(positions / block));
+  if (trips(block) > MAX_TRIPS || trips(blocks) > MAX_TRIPS || slotBytes(block) > gpu.maxBinding) {
+    throw new RangeError(
+      `embeddingBackward: ${positions} positions over a vocabulary of ${vocabSize} need blocks of ${block} ` +
+        `positions and ${blocks} blocks; both must keep loop trips under ${MAX_TRIPS} and the slot table ` +
+        `(${slotBytes(block)} bytes) within one binding`,
+    );
+  }
+  const slices = Math.ceil(dim / 16);
+  const params = new Params().u32(positions).u32(dim).u32(vocabSize).u32(block).u32(blocks).u32(slices);
+  const wg = (n: number) => grid(n, 64, gpu.limits.maxComputeWorkgroupsPerDimension);
+  const next = Tensor.empty(gpu, [Math.max(1, positions)], "int32");
+  const slot = Tensor.zeros(gpu, [blocks, vocabSize], "int32");
+  const partial = Tensor.empty(gpu, [Math.max(1, positions), dim]);
+  const idsRange = ids.binding("embeddingBackward ids");
+  const slotRange = slot.binding("embeddingBackward slot table");
+  if (positions > 0) {
+    gpu.dispatch(gpu.pipeline(BACKWARD, {}, "links"), [idsRange, next.range(), slotRange], params, wg(positions));
+    gpu.dispatch(
+      gpu.pipeline(BACKWARD, {}, "block_sums"),
+      [idsRange, next.range(), slotRange, dOut.binding("embeddingBackward dOut"), partial.binding("partial sums")],
+      params,
+      wg(positions * slices),
+    );
+  }
+  gpu.dispatch(
+    gpu.pipeline(BACKWARD, {}, "gather"),
+    [slotRange, partial.binding("partial sums"), dWeight.binding("embeddingBackward dWeight")],
+    params,
+    wg(vocabSize * slices),
+  );
+  // Pooled buffers return after the recorded work that uses them (see Gpu.release).
+  next.dispose();
+  slot.dispose();
+  partial.dispose();
+  return dWeight;
 }

@@ -11,13 +11,50 @@ import { formatShape } from "../host_tensor.ts";
 import { expectShape, matrix, type MatrixView, Tensor } from "../tensor.ts";
 import { checkView, rowChunks, viewShape } from "./pointwise.ts";
 
-const KERNEL: Kernel = { name: "linear_headwise_forward", code };
-
 /**
- * Loop trips one invocation may run: each dispatch reduces at most this many of the `in_per_head` inputs (lavapipe
- * silently ends loops after 65,535 trips). Tests lower it to exercise the split.
+ * Loop trips one invocation may run (lavapipe silently ends loops after 65,535 trips): the op splits the reduction
+ * over `in_per_head` into dispatches whose tiles stay within it. Tests lower it to exercise the split.
  */
 export const headwiseLimits: { maxTrips: number } = { maxTrips: 16384 };
+
+/** Rows per invocation tile: each weight load serves this many rows. */
+const TILE_ROWS = 4;
+/** Outputs per invocation tile (at most): each x load serves this many outputs. */
+const TILE_OUTPUTS = 8;
+
+/** One tile shape and element width, compiled as its own module (the shader's prelude). */
+interface Variant {
+  /** Elements per load: 4 (vec4) when din, dout and both views are multiples of 4, else 1. */
+  width: 1 | 4;
+  rows: number;
+  outputs: number;
+}
+
+const kernels = new Map<string, Kernel>();
+
+/** The shader with its prelude: the tile constants, the element type and its two helpers. */
+function kernel(v: Variant): Kernel {
+  const key = `W=${v.width},R=${v.rows},K=${v.outputs}`;
+  let k = kernels.get(key);
+  if (!k) {
+    const lanes = v.width === 4 ? "V(a[4u * j], a[4u * j + 1u], a[4u * j + 2u], a[4u * j + 3u])" : "a[j]";
+    const prelude = `alias V = ${v.width === 4 ? "vec4<f32>" : "f32"};
+const W = ${v.width}u;
+const R = ${v.rows}u;
+const K = ${v.outputs}u;
+fn dotv(a: V, b: V) -> f32 { return ${v.width === 4 ? "dot(a, b)" : "a * b"}; }
+fn lanes(a: array<f32, K>, j: u32) -> V { return ${lanes}; }
+`;
+    kernels.set(key, k = { name: `linear_headwise_forward(${key})`, code: prelude + code });
+  }
+  return k;
+}
+
+/** Loop trips of one invocation over `steps` reduction steps (counting inner loops, in case they stay loops). */
+function trips(v: Variant, steps: number): number {
+  const setup = v.rows + v.outputs + v.outputs / v.width + v.rows * (1 + v.outputs / v.width);
+  return setup + steps * (1 + v.rows + v.outputs * (1 + v.rows));
+}
 
 /**
  * `y[r, h·dout + o] = Σ_d x[r, h·din + d] · weight[h, o, d] + bias[h·dout + o]`, with `weight`
@@ -58,21 +95,28 @@ export function linearHeadwise(x: MatrixView, weight: Tensor, bias: Tensor | nul
       if (t?.buffer === out.tensor.buffer) throw new RangeError(`linearHeadwise: out shares a buffer with ${name}`);
     }
   }
+  if (x.rows === 0) return y.tensor;
+  const aligned = [din, dout, x.offset, x.stride, y.offset, y.stride].every((n) => n % 4 === 0);
+  const width = aligned ? 4 : 1;
+  const v: Variant = { width, rows: TILE_ROWS, outputs: Math.ceil(Math.min(TILE_OUTPUTS, dout) / width) * width };
+  const steps = din / width; // reduction steps of one tile
   const maxTrips = headwiseLimits.maxTrips;
-  if (!(maxTrips >= 1)) throw new RangeError(`linearHeadwise: headwiseLimits.maxTrips must be ≥ 1, got ${maxTrips}`);
-  const weights = [weight.binding("linearHeadwise weight"), ...(bias ? [bias.binding("linearHeadwise bias")] : [])];
+  const perSlice = Math.floor((maxTrips - trips(v, 0)) / (trips(v, 1) - trips(v, 0)));
+  if (!(perSlice >= 1)) {
+    throw new RangeError(`linearHeadwise: headwiseLimits.maxTrips ${maxTrips} is below one step (${trips(v, 1)})`);
+  }
+  const pipeline = gpu.pipeline(kernel(v), {}, "forward");
+  const tiles = Math.ceil(dout / v.outputs);
+  const weightRange = weight.binding("linearHeadwise weight");
+  const biasRange = bias ? bias.binding("linearHeadwise bias") : weightRange; // bound but never read without a bias
   for (const chunk of rowChunks(gpu, [y, x], ["linearHeadwise out", "linearHeadwise x"])) {
-    for (let begin = 0; begin < din; begin += maxTrips) {
-      const withBias = bias !== null && begin === 0;
-      const params = new Params().u32(chunk.rows).u32(heads).u32(din).u32(dout)
-        .u32(chunk.offsets[1]).u32(x.stride).u32(chunk.offsets[0]).u32(y.stride)
-        .u32(begin).u32(Math.min(din, begin + maxTrips)).u32(begin > 0 ? 1 : 0);
-      gpu.dispatch(
-        gpu.pipeline(KERNEL, {}, withBias ? "forward_bias" : "forward"),
-        [...chunk.bindings, ...(withBias ? weights : weights.slice(0, 1))],
-        params,
-        grid(chunk.rows * heads * dout, 256),
-      );
+    const invocations = Math.ceil(chunk.rows / v.rows) * heads * tiles;
+    for (let begin = 0; begin < steps; begin += perSlice) {
+      const params = new Params().u32(chunk.rows).u32(heads).u32(steps).u32(dout)
+        .u32(chunk.offsets[1] / width).u32(x.stride / width).u32(chunk.offsets[0] / width).u32(y.stride / width)
+        .u32(begin).u32(Math.min(steps, begin + perSlice)).u32(begin > 0 ? 1 : 0).u32(bias && begin === 0 ? 1 : 0)
+        .u32(tiles);
+      gpu.dispatch(pipeline, [...chunk.bindings, weightRange, biasRange], params, grid(invocations, 64));
     }
   }
   return y.tensor;

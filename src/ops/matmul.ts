@@ -1,9 +1,11 @@
 /**
  * Matrix multiplication: `matmul` (2-D, optional transposes and bias), `linear` (PyTorch `nn.Linear`) and `gemm`
- * (strided views, accumulation), all recorded as dispatches of `shaders/matmul.wgsl`.
+ * (strided views, accumulation, batches of products, triangular shortcuts), all recorded as dispatches of
+ * `shaders/matmul.wgsl`.
  *
  * Operands larger than one storage binding (`gpu.maxBinding`) are split into blocks of rows of C, columns of C and
  * ranges of K; each block binds only the byte ranges it touches, and K blocks after the first accumulate into C.
+ * A batch is split likewise into groups of products whose ranges fit one binding (and one grid dimension).
  *
  * @module
  */
@@ -35,10 +37,35 @@ export interface MatmulOptions {
   bias?: Tensor | null;
 }
 
+/**
+ * A two-level batch of products for {@linkcode gemm}: `count[0] × count[1]` products, where product (o, i) uses
+ * each view shifted by `o·x[0] + i·x[1]` elements (x being that operand's strides). Two levels let (batch, head)
+ * pairs address a head's column slice inside a `[B·S, NH·DH]` buffer. The bias is shared by every product.
+ */
+export interface GemmBatch {
+  /** `[outer, inner]` numbers of products. */
+  count: [number, number];
+  /** Element strides `[outer, inner]` between the A matrices of consecutive products (≥ 0). */
+  a: [number, number];
+  /** Element strides `[outer, inner]` between the B matrices. */
+  b: [number, number];
+  /** Element strides `[outer, inner]` between the C matrices; products must not write the same elements. */
+  c: [number, number];
+}
+
 /** Options for {@linkcode gemm}. */
 export interface GemmOptions extends MatmulOptions {
   /** Add the product to the existing contents of `c` instead of overwriting them. */
   accumulate?: boolean;
+  /** Many products of the same shape in one call (dispatched along the grid's z); one product when absent. */
+  batch?: GemmBatch;
+  /**
+   * Triangular structure to exploit in every product (causal score matrices): `"lowerA"`: op(A)[r, i] is zero for
+   * i > r, so row r's sum stops soon after i = r (some of those zeros are still read and must be stored as zeros);
+   * `"lowerC"`: only C[r, c] with c ≤ r is wanted, and blocks of C wholly above the diagonal are not written. About
+   * half the work of a square product is skipped.
+   */
+  triangular?: "lowerA" | "lowerC";
   /** Name used in error messages. */
   label?: string;
 }
@@ -71,7 +98,12 @@ export function matmul(a: Tensor, b: Tensor, options: MatmulOptions = {}): Tenso
     );
   }
   const out = Tensor.empty(a.gpu, [m, n]);
-  gemm(whole(a, a.shape[0], a.shape[1]), whole(b, b.shape[0], b.shape[1]), whole(out, m, n), { transposeA, transposeB, bias, label: "matmul" });
+  gemm(whole(a, a.shape[0], a.shape[1]), whole(b, b.shape[0], b.shape[1]), whole(out, m, n), {
+    transposeA,
+    transposeB,
+    bias,
+    label: "matmul",
+  });
   return out;
 }
 
@@ -108,7 +140,9 @@ function whole(t: Tensor, rows: number, cols: number): MatrixView {
 /**
  * The general form: `c = op(a) · op(b) (+ bias) (+ c when accumulating)` on strided matrix views, so that column
  * slices of fused projections are read and written in place. `a` is `[M, K]` (`[K, M]` with `transposeA`), `b` is
- * `[K, N]` (`[N, K]` with `transposeB`), `c` is `[M, N]` and must not share a tensor with `a`, `b` or `bias`.
+ * `[K, N]` (`[N, K]` with `transposeB`), `c` is `[M, N]` and must not share a tensor with `a`, `b` or `bias`. With
+ * `batch`, the views describe the first of many products of the same shape (per-head products of attention-like
+ * cells, for example), recorded as one dispatch where the bindings allow.
  *
  * @example
  * ```ts
@@ -120,7 +154,9 @@ function whole(t: Tensor, rows: number, cols: number): MatrixView {
  */
 export function gemm(a: MatrixView, b: MatrixView, c: MatrixView, options: GemmOptions = {}): void {
   const { transposeA = false, transposeB = false, bias = null, accumulate = false, label = "gemm" } = options;
-  for (const [name, v] of [["a", a], ["b", b], ["c", c]] as const) checkView(label, name, v);
+  const { triangular } = options;
+  const batch = normalBatch(label, options.batch);
+  for (const [name, v] of [["a", a], ["b", b], ["c", c]] as const) checkView(label, name, v, batch, batch[name]);
   const [m, k] = transposeA ? [a.cols, a.rows] : [a.rows, a.cols];
   const [kb, n] = transposeB ? [b.cols, b.rows] : [b.rows, b.cols];
   if (kb !== k || c.rows !== m || c.cols !== n) {
@@ -132,63 +168,109 @@ export function gemm(a: MatrixView, b: MatrixView, c: MatrixView, options: GemmO
   if (bias && (bias.shape.length !== 1 || bias.shape[0] !== n)) {
     throw new RangeError(`${label}: bias ${formatShape(bias.shape)} does not match the ${n} output columns`);
   }
-  for (const [name, t] of [["a", a.tensor], ["b", b.tensor], ["bias", bias]] as const) {
-    if (t?.buffer === c.tensor.buffer) throw new RangeError(`${label}: the output shares its storage with ${name}`);
+  for (const [name, t] of [["a", a.tensor], ["b", b.tensor], ["bias", bias], ["c", c.tensor]] as const) {
+    if (t && t.dtype !== "float32") throw new TypeError(`${label}: ${name} is ${t.dtype}, not float32`);
+    if (t && name !== "c" && t.buffer === c.tensor.buffer) {
+      throw new RangeError(`${label}: the output shares its storage with ${name}`);
+    }
   }
-  if (m === 0 || n === 0) return;
+  if (m === 0 || n === 0 || batch.count[0] === 0 || batch.count[1] === 0) return;
   const gpu = c.tensor.gpu;
-  const plan = planBlocks(gpu, m, n, k, [
+  const layouts: Layout[] = [
     { ld: a.stride, rowsAre: transposeA ? "k" : "m", colsAre: transposeA ? "m" : "k" },
     { ld: b.stride, rowsAre: transposeB ? "n" : "k", colsAre: transposeB ? "k" : "n" },
     { ld: c.stride, rowsAre: "m", colsAre: "n" },
-  ]);
-  const wgY = workgroupRows(Math.min(m, plan.m), Math.min(n, plan.n));
-  for (let m0 = 0; m0 < m; m0 += plan.m) {
-    const mc = Math.min(plan.m, m - m0);
-    for (let n0 = 0; n0 < n; n0 += plan.n) {
-      const nc = Math.min(plan.n, n - n0);
-      // At least one pass, so that K = 0 writes C = bias (or zeros).
-      for (let k0 = 0; k0 === 0 || k0 < k; k0 += plan.k) {
-        const kc = Math.min(plan.k, k - k0);
-        const ra = bind(gpu, a, transposeA ? [k0, m0, kc, mc] : [m0, k0, mc, kc]);
-        const rb = bind(gpu, b, transposeB ? [n0, k0, nc, kc] : [k0, n0, kc, nc]);
-        const rc = bind(gpu, c, [m0, n0, mc, nc]);
-        const rbias = bias ? bind(gpu, whole(bias, 1, n), [0, n0, 1, nc]) : ra;
-        const params = new Params().u32(mc).u32(nc).u32(kc)
-          .u32(transposeA ? 1 : a.stride).u32(transposeA ? a.stride : 1) // op(A): row and k strides
-          .u32(transposeB ? 1 : b.stride).u32(transposeB ? b.stride : 1) // op(B): k and column strides
-          .u32(c.stride).u32(ra.element).u32(rb.element).u32(rc.element).u32(rbias.element)
-          .u32(bias && k0 === 0 ? 1 : 0).u32(accumulate || k0 > 0 ? 1 : 0).u32(Math.log2(wgY));
-        const pipeline = gpu.pipeline(KERNEL, {
-          A_MODE: loadMode(a.stride, ra.element, !transposeA, kc),
-          B_MODE: loadMode(b.stride, rb.element, transposeB, kc),
-        });
-        gpu.dispatch(pipeline, [ra.range, rb.range, rbias.range, rc.range], params, [
-          Math.ceil(nc / (TN * (WG / wgY))),
-          Math.ceil(mc / (TM * wgY)),
-        ]);
+  ];
+  const cap = bindingCap(gpu);
+  const plan = planBlocks(gpu, m, n, k, layouts, cap);
+  const groups = batchGroups(
+    batch.count,
+    layouts.map((l, i) => ({ span: (plan[l.rowsAre] - 1) * l.ld + plan[l.colsAre], strides: batch[NAMES[i]] })),
+    cap,
+    gpu.limits.maxComputeWorkgroupsPerDimension,
+  );
+  const wgY = workgroupRows(Math.min(m, plan.m), Math.min(n, plan.n), triangular === "lowerC");
+  for (const g of groups) {
+    // The group's first product and the extra elements its later products span, per operand.
+    const at = (s: [number, number]): [number, number] => [
+      g.o0 * s[0] + g.i0 * s[1],
+      (g.oc - 1) * s[0] + (g.ic - 1) * s[1],
+    ];
+    const [ab, bb, cb] = [at(batch.a), at(batch.b), at(batch.c)];
+    for (let m0 = 0; m0 < m; m0 += plan.m) {
+      const mc = Math.min(plan.m, m - m0);
+      for (let n0 = 0; n0 < n; n0 += plan.n) {
+        const nc = Math.min(plan.n, n - n0);
+        // At least one pass, so that K = 0 writes C = bias (or zeros).
+        for (let k0 = 0; k0 === 0 || k0 < k; k0 += plan.k) {
+          const kc = Math.min(plan.k, k - k0);
+          const ra = bind(gpu, a, transposeA ? [k0, m0, kc, mc] : [m0, k0, mc, kc], ab);
+          const rb = bind(gpu, b, transposeB ? [n0, k0, nc, kc] : [k0, n0, kc, nc], bb);
+          const rc = bind(gpu, c, [m0, n0, mc, nc], cb);
+          const rbias = bias ? bind(gpu, whole(bias, 1, n), [0, n0, 1, nc], [0, 0]) : ra;
+          const params = new Params().u32(mc).u32(nc).u32(kc)
+            .u32(transposeA ? 1 : a.stride).u32(transposeA ? a.stride : 1) // op(A): row and k strides
+            .u32(transposeB ? 1 : b.stride).u32(transposeB ? b.stride : 1) // op(B): k and column strides
+            .u32(c.stride).u32(ra.element).u32(rb.element).u32(rc.element).u32(rbias.element)
+            .u32(bias && k0 === 0 ? 1 : 0).u32(accumulate || k0 > 0 ? 1 : 0).u32(Math.log2(wgY))
+            .u32(g.ic).u32(batch.a[0]).u32(batch.a[1]).u32(batch.b[0]).u32(batch.b[1]).u32(batch.c[0])
+            .u32(batch.c[1]).i32(triangular === "lowerA" ? m0 - k0 : m0 - n0);
+          const pipeline = gpu.pipeline(KERNEL, {
+            A_MODE: loadMode(a.stride, ra.element, batch.a, !transposeA, kc),
+            B_MODE: loadMode(b.stride, rb.element, batch.b, transposeB, kc),
+            TRIANGLE: triangular === "lowerA" ? 1 : triangular === "lowerC" ? 2 : 0,
+          });
+          gpu.dispatch(pipeline, [ra.range, rb.range, rbias.range, rc.range], params, [
+            Math.ceil(nc / (TN * (WG / wgY))),
+            Math.ceil(mc / (TM * wgY)),
+            g.oc * g.ic,
+          ]);
+        }
       }
     }
   }
 }
 
-function checkView(label: string, name: string, v: MatrixView): void {
+const NAMES = ["a", "b", "c"] as const;
+
+/** The batch option with defaults filled in, checked; strides of levels with one product are zeroed. */
+function normalBatch(label: string, batch: GemmBatch | undefined): GemmBatch {
+  if (!batch) return { count: [1, 1], a: [0, 0], b: [0, 0], c: [0, 0] };
+  const out = { ...batch };
+  const ok = (x: [number, number]): boolean => x.length === 2 && x.every((v) => Number.isInteger(v) && v >= 0);
+  for (const name of ["count", ...NAMES] as const) {
+    if (!ok(batch[name])) {
+      throw new RangeError(`${label}: batch.${name} must be two non-negative integers, got [${batch[name]}]`);
+    }
+    if (name !== "count") {
+      out[name] = [batch.count[0] > 1 ? batch[name][0] : 0, batch.count[1] > 1 ? batch[name][1] : 0];
+    }
+  }
+  return out;
+}
+
+/** Throws unless the view of every product of the batch lies inside its tensor. */
+function checkView(label: string, name: string, v: MatrixView, batch: GemmBatch, strides: [number, number]): void {
+  const last = (batch.count[0] - 1) * strides[0] + (batch.count[1] - 1) * strides[1];
+  const empty = v.rows === 0 || v.cols === 0 || batch.count[0] === 0 || batch.count[1] === 0;
   const ok = v.rows >= 0 && v.cols >= 0 && v.offset >= 0 && v.stride >= v.cols &&
-    (v.rows === 0 || v.cols === 0 || v.offset + (v.rows - 1) * v.stride + v.cols <= v.tensor.size);
+    (empty || v.offset + last + (v.rows - 1) * v.stride + v.cols <= v.tensor.size);
   if (!ok) {
+    const products = last > 0 ? ` in product [${batch.count[0] - 1}, ${batch.count[1] - 1}] of the batch` : "";
     throw new RangeError(
       `${label}: ${name} view [${v.rows}, ${v.cols}] (offset ${v.offset}, stride ${v.stride}) lies outside ` +
-        `its tensor ${formatShape(v.tensor.shape)}`,
+        `its tensor ${formatShape(v.tensor.shape)}${products}`,
     );
   }
 }
 
 /**
  * How an operand is loaded (the shader's A_MODE / B_MODE): 1 = vec4 along K, 2 = vec4 along M or N, 0 = f32. vec4
- * loads need 16-byte aligned rows, and whole vec4 steps where the contiguous dimension is K.
+ * loads need 16-byte aligned rows in every product of the batch, and whole vec4 steps where the contiguous
+ * dimension is K.
  */
-function loadMode(stride: number, first: number, alongK: boolean, k: number): number {
-  if (stride % 4 !== 0 || first % 4 !== 0) return 0;
+function loadMode(stride: number, first: number, batch: [number, number], alongK: boolean, k: number): number {
+  if (stride % 4 !== 0 || first % 4 !== 0 || batch[0] % 4 !== 0 || batch[1] % 4 !== 0) return 0;
   if (!alongK) return 2;
   return k % 4 === 0 ? 1 : 0;
 }
@@ -196,13 +278,25 @@ function loadMode(stride: number, first: number, alongK: boolean, k: number): nu
 /**
  * Invocations of the 64-invocation workgroup along M: 8 (a 64×128 block of C, both operands reused across the
  * workgroup) unless C is too thin for that; then the workgroup stretches along the long side so that its
- * invocations still have work (M = 1 decoding, N = 1).
+ * invocations still have work (M = 1 decoding, N = 1). With `lowerC`, 32: lavapipe runs 8 consecutive invocations
+ * as one SIMD batch, and only whole batches above the diagonal are skipped; 2 × 4 invocations cover a 32×32 square
+ * of C instead of an 8×128 strip, so more batches lie wholly above it (measured: 13 % less time for Q·Kᵀ at S 256).
  */
-function workgroupRows(m: number, n: number): number {
+function workgroupRows(m: number, n: number, lowerC: boolean): number {
   const rows = Math.ceil(m / TM), cols = Math.ceil(n / TN);
   if (rows < 8) return 2 ** Math.ceil(Math.log2(rows));
   if (cols < 8) return WG / 2 ** Math.ceil(Math.log2(cols));
-  return 8;
+  return lowerC && rows >= 32 ? 32 : 8;
+}
+
+/**
+ * Elements one binding may span: `gpu.maxBinding` less the slack of aligning its start down and of rounding its end
+ * up to a vec4.
+ */
+function bindingCap(gpu: Gpu): number {
+  const cap = Math.floor(gpu.maxBinding / 16) * 4 - (gpu.limits.minStorageBufferOffsetAlignment / 4 - 1) - 3;
+  if (cap < 1) throw new RangeError(`matmul: a storage binding limit of ${gpu.maxBinding} bytes is too small`);
+  return cap;
 }
 
 /** How one operand's stored rows and columns map onto the problem's M, N and K. */
@@ -217,16 +311,20 @@ interface Layout {
  * aligned down) and one dispatch (workgroup counts, loop trips). Shrinking a dimension never enlarges any block,
  * so fixing the operands one at a time until all fit terminates.
  */
-function planBlocks(gpu: Gpu, m: number, n: number, k: number, layouts: Layout[]): Record<"m" | "n" | "k", number> {
+function planBlocks(
+  gpu: Gpu,
+  m: number,
+  n: number,
+  k: number,
+  layouts: Layout[],
+  cap: number,
+): Record<"m" | "n" | "k", number> {
   const maxGroups = gpu.limits.maxComputeWorkgroupsPerDimension;
   const size = {
     m: Math.min(m, maxGroups * TM),
     n: Math.min(n, maxGroups * TN),
     k: Math.max(1, Math.min(k, K_PER_PASS)),
   };
-  // Elements one binding may span: less the slack of aligning its start down and of rounding its end up to a vec4.
-  const cap = Math.floor(gpu.maxBinding / 16) * 4 - (gpu.limits.minStorageBufferOffsetAlignment / 4 - 1) - 3;
-  if (cap < 1) throw new RangeError(`matmul: a storage binding limit of ${gpu.maxBinding} bytes is too small`);
   for (let changed = true; changed;) {
     changed = false;
     for (const { ld, rowsAre, colsAre } of layouts) {
@@ -241,24 +339,73 @@ function planBlocks(gpu: Gpu, m: number, n: number, k: number, layouts: Layout[]
       changed = true;
     }
   }
-  // Blocks of whole tiles and whole vec4 steps keep the later blocks' offsets aligned for vec4 loads.
+  // Where a dimension is split, blocks of whole tiles and whole vec4 steps keep later offsets aligned for vec4 loads.
+  const full = { m, n, k };
   for (const [d, unit] of [["m", TM], ["n", TN], ["k", 4]] as const) {
-    if (size[d] > unit) size[d] -= size[d] % unit;
+    if (size[d] < full[d] && size[d] > unit) size[d] -= size[d] % unit;
   }
   return size;
 }
 
-/** The binding covering block `[r0, r0 + rows) × [c0, c0 + cols)` of a view, and its first element within it. */
+/**
+ * The binding covering block `[r0, r0 + rows) × [c0, c0 + cols)` of a view in a group of products, the first
+ * starting `first` elements and the last `extra` elements further on, and the first product's first element within
+ * the binding.
+ */
 function bind(
   gpu: Gpu,
   v: MatrixView,
   [r0, c0, rows, cols]: [number, number, number, number],
+  [first, extra]: [number, number],
 ): { range: BufferRange; element: number } {
-  const start = v.offset + r0 * v.stride + c0;
-  const end = rows > 0 && cols > 0 ? start + (rows - 1) * v.stride + cols : start + 1;
+  const start = v.offset + first + r0 * v.stride + c0;
+  const end = (rows > 0 && cols > 0 ? start + (rows - 1) * v.stride + cols : start + 1) + extra;
   const align = gpu.limits.minStorageBufferOffsetAlignment;
   const offset = Math.floor((start * 4) / align) * align;
   // Whole vec4s: A and B are bound as vec4 arrays (pooled buffers are multiples of 64 bytes).
   const size = Math.min(Math.ceil(end / 4) * 16, v.tensor.buffer.size) - offset;
   return { range: { buffer: v.tensor.buffer, offset, size }, element: start - offset / 4 };
+}
+
+/** Products `[o0, o0 + oc) × [i0, i0 + ic)` of a batch, recorded as one dispatch. */
+interface BatchGroup {
+  o0: number;
+  oc: number;
+  i0: number;
+  ic: number;
+}
+
+/**
+ * Splits a batch into groups whose bindings fit: each operand's block (`span` elements) plus the distance to its
+ * last product must stay within `cap`, and a group may hold at most `maxZ` products (one workgroup layer each).
+ * Groups take whole runs of inner products and as many outer ones as fit, or else runs of inner products within one
+ * outer product (at least one fits: `planBlocks` sized the blocks to).
+ */
+function batchGroups(
+  [outer, inner]: [number, number],
+  operands: { span: number; strides: [number, number] }[],
+  cap: number,
+  maxZ: number,
+): BatchGroup[] {
+  /** Most products along `level` that fit every operand, with `fixed(strides)` elements already spanned. */
+  const fit = (level: 0 | 1, fixed: (s: [number, number]) => number, limit: number): number => {
+    let most = limit;
+    for (const { span, strides } of operands) {
+      const room = cap - span - fixed(strides);
+      if (room < 0) return 0;
+      if (strides[level] > 0) most = Math.min(most, Math.floor(room / strides[level]) + 1);
+    }
+    return most;
+  };
+  const groups: BatchGroup[] = [];
+  const outers = fit(0, (s) => (inner - 1) * s[1], Math.min(outer, Math.floor(maxZ / inner)));
+  if (outers >= 1) {
+    for (let o = 0; o < outer; o += outers) groups.push({ o0: o, oc: Math.min(outers, outer - o), i0: 0, ic: inner });
+    return groups;
+  }
+  const inners = Math.max(1, fit(1, () => 0, Math.min(inner, maxZ)));
+  for (let o = 0; o < outer; o++) {
+    for (let i = 0; i < inner; i += inners) groups.push({ o0: o, oc: 1, i0: i, ic: Math.min(inners, inner - i) });
+  }
+  return groups;
 }

@@ -10,9 +10,10 @@
 
 import parallelCode from "../../shaders/mlstm_parallel_forward.wgsl" with { type: "text" };
 import stepCode from "../../shaders/mlstm_recurrent_step_forward.wgsl" with { type: "text" };
-import { type BufferRange, grid, Params } from "../gpu/runtime.ts";
+import { type BufferRange, type Gpu, grid, Params } from "../gpu/runtime.ts";
 import { formatShape } from "../host_tensor.ts";
 import { expectShape, type MatrixView, Tensor } from "../tensor.ts";
+import { gemm } from "./matmul.ts";
 
 const PARALLEL = { name: "mlstm_parallel_forward", code: parallelCode };
 const STEP = { name: "mlstm_recurrent_step_forward", code: stepCode };
@@ -20,8 +21,9 @@ const WORKGROUP = 64;
 const DEFAULT_EPS = 1e-6;
 
 /**
- * Most loop trips one kernel invocation may run: S in the parallel form's scan and output passes, DHQK in its
- * score pass and in a step. lavapipe silently ends every invocation after 65,535 trips in total.
+ * Most loop trips one kernel invocation may run: S in the parallel form's gate scan (its weight pass runs about
+ * S / 2, its gemms split long K themselves), DHQK in a step. lavapipe silently ends every invocation after 65,535
+ * trips in total.
  */
 export const MLSTM_MAX_LOOP = 16384;
 
@@ -39,8 +41,12 @@ export interface MlstmParallelOptions {
  * What the parallel forward keeps for a backward pass, all per (batch, head) pair in `b·NH + h` order.
  */
 export interface MlstmParallelCache {
-  /** Stabilised scores `C[t,s] = (q_t·k_s/√DHQK)·exp(F_t − F_s + ĩ_s − m_t)`, zero above the diagonal: [B,NH,S,S]. */
-  scores: Tensor;
+  /**
+   * Normalised weights `W[t,s] = C[t,s] / (n_t + eps)`, zero above the diagonal: [B,NH,S,LD] with LD = S rounded up
+   * to a multiple of 4 (columns s ≥ S are zero), so that `h = W·V`. The stabilised scores
+   * `C[t,s] = (q_t·k_s/√DHQK)·exp(F_t − F_s + ĩ_s − m_t)` are `W[t,s]·(n_t + eps)`.
+   */
+  weights: Tensor;
   /** Inclusive cumulative sums `F_t` of logsigmoid(f̃): [B,NH,S]. */
   logForget: Tensor;
   /** Row maxima `m_t` of log D: [B,NH,S]. */
@@ -96,8 +102,12 @@ export function mlstmParallelForward(
 }
 
 /**
- * {@linkcode mlstmParallelForward} that also returns the score matrix and the per-row F, m and n a backward pass
+ * {@linkcode mlstmParallelForward} that also returns the weight matrix and the per-row F, m and n a backward pass
  * needs. The caller owns (and disposes) every returned tensor.
+ *
+ * Per group of (batch, head) pairs: a gate scan, a batched `gemm` Q·Kᵀ into the cache's [S, LD] weight matrices
+ * (lower triangle only), a row pass turning those raw scores into normalised weights in place, and a batched `gemm`
+ * W·V (stopping at the diagonal) straight into h.
  */
 export function mlstmParallelForwardWithCache(
   q: MatrixView,
@@ -123,68 +133,83 @@ export function mlstmParallelForwardWithCache(
   const dv = headDim(op, "v", v, heads);
   checkView(op, "igate", igate, rows, heads);
   checkView(op, "fgate", fgate, rows, heads);
-  if (seq > MLSTM_MAX_LOOP || dqk > MLSTM_MAX_LOOP) {
+  if (seq > MLSTM_MAX_LOOP) {
     throw new RangeError(
-      `${op}: S = ${seq}, DHQK = ${dqk}: the parallel form loops over S and DHQK per invocation, limited to ` +
-        `${MLSTM_MAX_LOOP}; use the chunkwise form (or the recurrent step) for sequences this long`,
+      `${op}: S = ${seq}: the parallel form loops over S per invocation, limited to ${MLSTM_MAX_LOOP}; use the ` +
+        `chunkwise form (or the recurrent step) for sequences this long`,
     );
   }
 
   const gpu = q.tensor.gpu;
-  const pairBytes = seq * seq * 4;
+  // Score rows padded to whole vec4s (the weight pass moves vec4s). A pair binds S·LD scores and 2·LD of F and ĩ.
+  const ld = Math.ceil(seq / 4) * 4;
+  const pairBytes = Math.max(seq, 2) * ld * 4;
   // Every bound range starts aligned down, so it may begin up to one alignment before the data it is for.
-  const room = gpu.maxBinding - gpu.limits.minStorageBufferOffsetAlignment;
+  const room = gpu.maxBinding - quadAlignment(gpu) * 4;
   if (pairBytes > room) {
     throw new RangeError(
-      `${op}: S = ${seq} needs a ${seq}×${seq} score matrix per head (${pairBytes} bytes), more than this ` +
+      `${op}: S = ${seq} needs a ${seq}×${ld} score matrix per head (${pairBytes} bytes), more than this ` +
         `adapter's storage binding limit of ${gpu.maxBinding} bytes; use the chunkwise form for sequences this long`,
     );
   }
   const h = Tensor.empty(gpu, [batch, seq, heads * dv]);
   const cache: MlstmParallelCache = {
-    scores: Tensor.empty(gpu, [batch, heads, seq, seq]),
+    weights: Tensor.empty(gpu, [batch, heads, seq, ld]),
     logForget: Tensor.empty(gpu, [batch, heads, seq]),
     m: Tensor.empty(gpu, [batch, heads, seq]),
     n: Tensor.empty(gpu, [batch, heads, seq]),
   };
+  const fi = Tensor.empty(gpu, [batch, heads, 2, ld]);
   const hView: MatrixView = { tensor: h, rows, cols: heads * dv, offset: 0, stride: heads * dv };
-  const inputs = { q, k, v, igate, fgate, h: hView };
-  const batchBytes = Math.max(...Object.values(inputs).map((x) => seq * x.stride * 4));
+  const gateBytes = Math.max(...[igate, fgate].map((x) => seq * x.stride * 4));
   const gates = gpu.pipeline(PARALLEL, {}, "gates");
-  const scores = gpu.pipeline(PARALLEL, {}, "scores");
-  const output = gpu.pipeline(PARALLEL, {}, "output");
+  const weights = gpu.pipeline(PARALLEL, {}, "weights");
   try {
-    for (const g of pairGroups(batch, heads, pairBytes, batchBytes, room)) {
+    for (const g of pairGroups(batch, heads, pairBytes, gateBytes, room)) {
       const pairs = g.batches * g.heads;
       const pair0 = g.batch0 * heads + g.head0;
-      const bind = (name: keyof typeof inputs): Slice =>
-        bindRows(op, name, inputs[name], g.batch0 * seq, g.batches * seq);
-      const [qs, ks, vs, is, fs, hs] = [bind("q"), bind("k"), bind("v"), bind("igate"), bind("fgate"), bind("h")];
+      const rowsOf = (name: string, x: MatrixView): Slice => bindRows(op, name, x, g.batch0 * seq, g.batches * seq);
+      const [is, fs] = [rowsOf("igate", igate), rowsOf("fgate", fgate)];
       const per = (t: Tensor, name: string, size: number): Slice =>
         bindElements(op, name, t, pair0 * size, (pair0 + pairs) * size);
-      const cs = per(cache.scores, "scores", seq * seq);
+      const [cs, fis] = [per(cache.weights, "weights", seq * ld), per(fi, "F and ĩ", 2 * ld)];
       const [lfs, ms, ns] = [per(cache.logForget, "F", seq), per(cache.m, "m", seq), per(cache.n, "n", seq)];
-      const params = new Params().u32(seq).u32(heads).u32(g.heads).u32(g.head0).u32(pairs).u32(dqk).u32(dv)
-        .u32(qs.base).u32(q.stride).u32(ks.base).u32(k.stride).u32(vs.base).u32(v.stride)
-        .u32(is.base).u32(igate.stride).u32(fs.base).u32(fgate.stride).u32(hs.base).u32(hView.stride)
-        .u32(cs.base).u32(lfs.base).u32(ms.base).u32(ns.base).f32(1 / Math.sqrt(dqk)).f32(eps);
-      gpu.dispatch(gates, [is.range, fs.range, lfs.range, ms.range], params, grid(pairs, WORKGROUP));
-      gpu.dispatch(
-        scores,
-        [qs.range, ks.range, is.range, lfs.range, ms.range, cs.range],
-        params,
-        grid(pairs * seq * seq, WORKGROUP),
-      );
-      gpu.dispatch(
-        output,
-        [vs.range, cs.range, ms.range, ns.range, hs.range],
-        params,
-        grid(pairs * seq * dv, WORKGROUP),
-      );
+      const params = new Params().u32(seq).u32(ld).u32(g.heads).u32(g.head0).u32(pairs)
+        .u32(is.base).u32(igate.stride).u32(fs.base).u32(fgate.stride)
+        .u32(cs.base).u32(fis.base).u32(lfs.base).u32(ms.base).u32(ns.base).f32(1 / Math.sqrt(dqk)).f32(eps);
+      gpu.dispatch(gates, [is.range, fs.range, lfs.range, ms.range, fis.range], params, grid(pairs, WORKGROUP));
+
+      // Pair (b, h) of the group: rows b·S.. of a view, columns h·DH..; the scores are [S, LD] per pair.
+      const head = (x: MatrixView, dh: number): MatrixView => ({
+        tensor: x.tensor,
+        rows: seq,
+        cols: dh,
+        offset: x.offset + g.batch0 * seq * x.stride + g.head0 * dh,
+        stride: x.stride,
+      });
+      const strides = (x: MatrixView, dh: number): [number, number] => [seq * x.stride, dh];
+      const w: MatrixView = { tensor: cache.weights, rows: seq, cols: seq, offset: pair0 * seq * ld, stride: ld };
+      const wStrides: [number, number] = [heads * seq * ld, seq * ld];
+      const count: [number, number] = [g.batches, g.heads];
+      // Only s ≤ t of the scores is used (the weight pass zeroes the rest), and W is zero for s > t.
+      gemm(head(q, dqk), head(k, dqk), w, {
+        transposeB: true,
+        triangular: "lowerC",
+        batch: { count, a: strides(q, dqk), b: strides(k, dqk), c: wStrides },
+        label: `${op} (q·kᵀ)`,
+      });
+      gpu.dispatch(weights, [fis.range, ms.range, cs.range, ns.range], params, grid(pairs * seq, WORKGROUP));
+      gemm(w, head(v, dv), head(hView, dv), {
+        triangular: "lowerA",
+        batch: { count, a: wStrides, b: strides(v, dv), c: strides(hView, dv) },
+        label: `${op} (w·v)`,
+      });
     }
   } catch (e) {
     for (const t of [h, ...Object.values(cache)]) t.dispose();
     throw e;
+  } finally {
+    fi.dispose();
   }
   return { h, cache };
 }
@@ -267,9 +292,17 @@ interface Slice {
   base: number;
 }
 
-/** Binds elements `[first, end)` of a tensor, its start aligned down to the adapter's storage offset alignment. */
+/**
+ * Binding offsets in elements: the adapter's storage offset alignment, and at least 4 elements, so that vec4 rows
+ * keep their alignment in the bound range (both are powers of two).
+ */
+function quadAlignment(gpu: Gpu): number {
+  return Math.max(gpu.limits.minStorageBufferOffsetAlignment / 4, 4);
+}
+
+/** Binds elements `[first, end)` of a tensor, its start aligned down to {@linkcode quadAlignment}. */
 function bindElements(op: string, name: string, t: Tensor, first: number, end: number): Slice {
-  const align = t.gpu.limits.minStorageBufferOffsetAlignment / 4;
+  const align = quadAlignment(t.gpu);
   const start = Math.floor(first / align) * align;
   const bytes = (end - start) * 4;
   if (bytes > t.gpu.maxBinding) {
@@ -296,8 +329,9 @@ interface Group {
 }
 
 /**
- * Splits the B·NH pairs into groups whose score matrices (`pairBytes` each) and per-batch views (`batchBytes` per
- * batch) fit `room` bytes: whole batches when one batch fits, otherwise runs of heads within one batch.
+ * Splits the B·NH pairs into groups whose score matrices (`pairBytes` each) and per-batch gate views (`batchBytes`
+ * per batch) fit `room` bytes: whole batches when one batch fits, otherwise runs of heads within one batch. (The
+ * gemms bind q, k, v and h themselves, splitting further where those do not fit.)
  */
 function pairGroups(batch: number, heads: number, pairBytes: number, batchBytes: number, room: number): Group[] {
   const groups: Group[] = [];

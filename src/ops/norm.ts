@@ -13,11 +13,14 @@
  */
 
 import code from "../../shaders/norm_forward.wgsl" with { type: "text" };
+import backwardCode from "../../shaders/norm_backward.wgsl" with { type: "text" };
 import { grid, Params } from "../gpu/runtime.ts";
 import { formatShape } from "../host_tensor.ts";
-import { expectShape, Tensor } from "../tensor.ts";
+import { expectShape, matrix, Tensor } from "../tensor.ts";
+import { sumRows } from "./reduce.ts";
 
 const KERNEL = { name: "norm_forward", code };
+const BACKWARD_KERNEL = { name: "norm_backward", code: backwardCode };
 /** Per-invocation loop trips allowed, well below lavapipe's silent cut at 65,535. */
 const MAX_TRIPS = 32768;
 /**
@@ -34,7 +37,10 @@ export const normPaths: { minUnits: number; maxUnitGroup: number; unitThreads: n
    * workgroup would share (lavapipe would prefer the per-unit path even at 4096).
    */
   maxUnitGroup: 1024,
-  /** Invocations per workgroup of the per-unit path (tests lower it to make the grid spill into y). */
+  /**
+   * Invocations per workgroup of the per-unit path and of {@linkcode normBackward} (tests lower it to make the grid
+   * spill into y).
+   */
   unitThreads: 64,
 };
 
@@ -57,20 +63,7 @@ export interface NormOptions {
  * mean and biased variance about it (accurate when |mean| ≫ std). Returns a new `[..., C]` tensor.
  */
 export function norm(x: Tensor, weight: Tensor | null, bias: Tensor | null, options: NormOptions): Tensor {
-  const { kind, groups = 1, eps, weightOffset = 0 } = options;
-  if (x.dtype !== "float32" || x.shape.length === 0) {
-    throw new TypeError(`norm: x must be a float32 tensor [..., C], got ${x.dtype} ${formatShape(x.shape)}`);
-  }
-  const channels = x.shape[x.shape.length - 1];
-  if (!Number.isInteger(groups) || groups < 1 || channels % groups !== 0) {
-    throw new RangeError(`norm: ${groups} groups do not divide the ${channels} channels of x ${formatShape(x.shape)}`);
-  }
-  if (kind !== "layer" && kind !== "rms") throw new RangeError(`norm: kind must be "layer" or "rms", got ${kind}`);
-  if (!(eps >= 0)) throw new RangeError(`norm: eps must be a non-negative number, got ${eps}`);
-  if (weight) expectShape("norm weight", weight, [channels]);
-  if (bias) expectShape("norm bias", bias, [channels]);
-  const groupSize = channels / groups;
-  const units = x.size / groupSize;
+  const { kind, groups, eps, weightOffset, groupSize, units } = checkOperands("norm", x, weight, bias, options);
   // Chunks of 4 channels; 3 passes (sum, centred sum, write) plus the masked tail chunk's lanes.
   const chunks = Math.ceil(groupSize / 4);
   const perUnit = units >= normPaths.minUnits && groupSize <= normPaths.maxUnitGroup && 3 * chunks + 3 <= MAX_TRIPS;
@@ -101,4 +94,98 @@ export function norm(x: Tensor, weight: Tensor | null, bias: Tensor | null, opti
     grid(units, perUnit ? threads : 1, gpu.limits.maxComputeWorkgroupsPerDimension),
   );
   return out;
+}
+
+/** Gradients returned by {@linkcode normBackward}. */
+export interface NormGrads {
+  /** Gradient of x, shaped like x. */
+  dx: Tensor;
+  /** Gradient of the stored weight `[C]` (the same for either `weightOffset`), or null without a weight. */
+  dweight: Tensor | null;
+  /** Gradient of the bias `[C]`, or null without a bias. */
+  dbias: Tensor | null;
+}
+
+/**
+ * Backward of {@linkcode norm}: given the output gradient `dy` (shaped like `x`) and the forward's operands, returns
+ * new gradients of x, of the weight (when `weight` is given) and of the bias (when `bias` is given). The statistics
+ * are recomputed from x. Per (row, group) unit, with x̂ the normalised input, r = 1 / std and g = dy · scale:
+ * layer norm `dx = r · (g − mean(g) − x̂ · mean(g · x̂))`, RMS norm `dx = r · (g − x̂ · mean(g · x̂))`;
+ * `dweight = Σ_rows dy · x̂` and `dbias = Σ_rows dy` (split column sums, {@linkcode sumRows}). One invocation per unit
+ * walks its channels (groups of up to about 65k channels).
+ */
+export function normBackward(
+  dy: Tensor,
+  x: Tensor,
+  weight: Tensor | null,
+  bias: Tensor | null,
+  options: NormOptions,
+): NormGrads {
+  const { kind, groups, eps, weightOffset, channels, groupSize, units } = checkOperands(
+    "normBackward",
+    x,
+    weight,
+    bias,
+    options,
+  );
+  expectShape("normBackward dy", dy, x.shape);
+  if (dy.dtype !== "float32") throw new TypeError(`normBackward: dy must be float32, got ${dy.dtype}`);
+  // Two passes over ceil(G / 4) chunks, plus the masked tail's lanes.
+  const trips = 2 * Math.ceil(groupSize / 4) + 4;
+  if (trips > MAX_TRIPS) {
+    throw new RangeError(
+      `normBackward: groups of ${groupSize} channels need ${trips} loop trips per thread, over ${MAX_TRIPS}`,
+    );
+  }
+
+  const gpu = x.gpu;
+  const dx = Tensor.empty(gpu, x.shape);
+  if (x.size === 0) {
+    const zeros = (p: Tensor | null) => p && Tensor.zeros(gpu, [channels]);
+    return { dx, dweight: zeros(weight), dbias: zeros(bias) };
+  }
+  const dbias = bias ? sumRows(matrix(dy, channels)) : null;
+  // dy · x̂ per element, summed over rows below; without a weight nothing is written and a stand-in is bound.
+  const dyXhat = Tensor.empty(gpu, weight ? x.shape : [1]);
+  const threads = normPaths.unitThreads;
+  gpu.dispatch(
+    gpu.pipeline(BACKWARD_KERNEL, { WG: threads }),
+    [
+      dy.binding("normBackward dy"),
+      x.binding("normBackward x"),
+      weight?.binding("normBackward weight") ?? x.range(0, 1),
+      dx.binding("normBackward dx"),
+      dyXhat.binding("normBackward dy·x̂"),
+    ],
+    new Params().u32(units).u32(groupSize).u32(groups).u32(kind === "layer" ? 1 : 0).u32(weight ? 1 : 0)
+      .f32(eps).f32(weightOffset),
+    grid(units, threads, gpu.limits.maxComputeWorkgroupsPerDimension),
+  );
+  const dweight = weight ? sumRows(matrix(dyXhat, channels)) : null;
+  dyXhat.dispose(); // the recorded reduction still reads it; the pool hands it out only to later commands
+  return { dx, dweight, dbias };
+}
+
+/** Validates the operands shared by {@linkcode norm} and {@linkcode normBackward}; errors are prefixed with `op`. */
+function checkOperands(
+  op: string,
+  x: Tensor,
+  weight: Tensor | null,
+  bias: Tensor | null,
+  options: NormOptions,
+): Required<NormOptions> & { channels: number; groupSize: number; units: number } {
+  const { kind, groups = 1, eps, weightOffset = 0 } = options;
+  if (x.dtype !== "float32" || x.shape.length === 0) {
+    throw new TypeError(`${op}: x must be a float32 tensor [..., C], got ${x.dtype} ${formatShape(x.shape)}`);
+  }
+  const channels = x.shape[x.shape.length - 1];
+  if (!Number.isInteger(groups) || groups < 1 || channels % groups !== 0) {
+    throw new RangeError(`${op}: ${groups} groups do not divide the ${channels} channels of x ${formatShape(x.shape)}`);
+  }
+  if (kind !== "layer" && kind !== "rms") throw new RangeError(`${op}: kind must be "layer" or "rms", got ${kind}`);
+  if (!(eps >= 0)) throw new RangeError(`${op}: eps must be a non-negative number, got ${eps}`);
+  if (weight) expectShape(`${op} weight`, weight, [channels]);
+  if (bias) expectShape(`${op} bias`, bias, [channels]);
+  const groupSize = channels / groups;
+  return { kind, groups, eps, weightOffset, channels, groupSize, units: x.size / groupSize };
 }

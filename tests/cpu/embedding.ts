@@ -11,3 +11,22 @@ export function embeddingRef(ids: ArrayLike<number>, weight: Float64Array, dim: 
   }
   return out;
 }
+
+/**
+ * Gradient of `embeddingRef` with respect to the weight: `dweight[v, e] = Σ_{n: ids[n] = v} dOut[n, e]` for
+ * `dOut [N, E]`; ids outside `[0, vocab)` contribute nothing.
+ */
+export function embeddingBackwardRef(
+  ids: ArrayLike<number>,
+  dOut: ArrayLike<number>,
+  vocab: number,
+  dim: number,
+): Float64Array {
+  const dWeight = new Float64Array(vocab * dim);
+  for (let n = 0; n < ids.length; n++) {
+    const id = ids[n];
+    if (id < 0 || id >= vocab) continue;
+    for (let e = 0; e < dim; e++) dWeight[id * dim + e] += dOut[n * dim + e];
+  }
+  return dWeight;
+}
