@@ -31,6 +31,7 @@
  */
 
 export * from "./src/config.ts";
+export { type BackwardFn, GradNode, type InputGrad, isGradEnabled, noGrad, type PartialGrad } from "./src/autograd.ts";
 export {
   type AdapterSource,
   createGpu,

@@ -4,7 +4,7 @@
 //   adamw:       PyTorch AdamW (decoupled decay, bias corrections from the host's step count):
 //                  p ← p · (1 − lr · wd);  m ← β1 m + (1 − β1) g;  v ← β2 v + (1 − β2) g²;
 //                  p ← p − (lr / (1 − β1^t)) · m / (√v / √(1 − β2^t) + eps)
-//   sum_squares: out[out0 + i] = Σ x² (or Σ x) over elements [i · chunk, (i + 1) · chunk) of the range, optionally
+//   sum_squares: out[out0 + i] = Σ x² (or Σ x) over elements [i · chunk, (i + 1) · chunk) of the range, or
 //                the square root of that (the last level of the norm); trips ≤ chunk. The op repeats it over the
 //                partial sums until one value, the norm, is left: no atomics, a fixed summation order.
 //   scale:       x ← x · min(1, max_norm / (norm + 1e-6)), norm read from the GPU (PyTorch clip_grad_norm_).
@@ -47,7 +47,7 @@ fn adamw(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg
 struct SumParams {
   n: u32,      // elements in the bound range
   chunk: u32,  // elements per invocation
-  out0: u32,   // first output index
+  out0: u32,   // index of this range's first output within the bound output range
   square: u32, // 1: sum x², 0: sum x
   root: u32,   // 1: write the square root of the sum
 }

@@ -13,8 +13,8 @@
  */
 
 import { formatShape, type HostTensor } from "./host_tensor.ts";
-import { add } from "./ops/pointwise.ts";
-import { expectShape, type MatrixView, Tensor, tidy } from "./tensor.ts";
+import { addInto } from "./ops/pointwise.ts";
+import { expectShape, matrix, type MatrixView, Tensor, tidy } from "./tensor.ts";
 
 /** A gradient for part of an input: `grad` (`[view.rows, view.cols]`) belongs to `view` of the input tensor. */
 export interface PartialGrad {
@@ -155,18 +155,19 @@ export function backpropagate(
   zeros: (like: Tensor) => Tensor,
 ): void {
   const grads = new Map<Tensor, Tensor>([[root, grad]]);
-  // Accumulators are written in place, so a gradient tensor becomes one only if nothing else holds it.
-  const owned = new Set<Tensor>([grad]);
+  // Accumulators are written in place, so a gradient becomes one only if no other gradient shares its storage
+  // (a backward may pass its upstream gradient, or a view of it, to several inputs).
+  const owned = new Set<GPUBuffer>([grad.buffer]);
   const add = (t: Tensor, g: Tensor | PartialGrad) => {
     const leaf = !t.gradFn;
     const current = leaf ? t.grad : grads.get(t) ?? null;
     let next: Tensor;
-    if (!current && g instanceof Tensor && !owned.has(g)) next = g;
+    if (!current && g instanceof Tensor && !owned.has(g.buffer)) next = g;
     else {
       next = current ?? zeros(t);
       accumulate(next, g);
     }
-    owned.add(next);
+    owned.add(next.buffer);
     if (leaf) {
       t.grad = next;
       next.keep();
@@ -206,9 +207,8 @@ export async function backward(root: Tensor, upstream?: Tensor | HostTensor): Pr
     } else grad = upstream instanceof Tensor ? upstream : Tensor.fromHost(gpu, upstream);
     expectShape("backward: upstream gradient", grad, root.shape);
     backpropagate(root, grad, (into, g) => {
-      if (!(g instanceof Tensor)) throw new Error("TODO(addInto): partial gradients");
-      const sum = add(into, g);
-      gpu.copy(sum.buffer, 0, into.buffer, 0, into.bytes);
+      if (g instanceof Tensor) addInto(matrix(into, into.size), g);
+      else addInto({ ...g.view, tensor: into }, g.grad);
     }, (like) => Tensor.zeros(gpu, like.shape));
   });
   await gpu.check();

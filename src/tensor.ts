@@ -4,7 +4,7 @@
  * @module
  */
 
-import { backward, type GradNode } from "./autograd.ts";
+import { backward, type GradNode, record } from "./autograd.ts";
 import { getGpu } from "./gpu/device.ts";
 import type { BufferRange, Gpu } from "./gpu/runtime.ts";
 import { formatShape, type HostTensor, numel, toFloat32, toInt32 } from "./host_tensor.ts";
@@ -159,6 +159,11 @@ export class Tensor {
     if (numel(shape) !== this.size) {
       throw new RangeError(`reshape: cannot view ${formatShape(this.shape)} as ${formatShape(shape)}`);
     }
+    const from = this.shape;
+    return record(this.#view(shape), "reshape", [this], [], (dy) => [dy.reshape(from)]);
+  }
+
+  #view(shape: readonly number[]): Tensor {
     this.#storage.refs++;
     return new Tensor(this.#storage, shape, this.dtype);
   }
@@ -171,9 +176,12 @@ export class Tensor {
     return backward(this, upstream);
   }
 
-  /** Another handle on the same storage, with its own lifetime (for tensors saved for a backward pass). */
+  /**
+   * Another handle on the same storage, with its own lifetime (for tensors saved for a backward pass): no `tidy`
+   * disposes it; its owner does.
+   */
   retain(): Tensor {
-    return this.reshape(this.shape);
+    return this.#view(this.shape).keep();
   }
 
   /** Moves this tensor out of the enclosing `tidy`, so that it outlives it. */

@@ -5,8 +5,7 @@
  */
 
 import type { BlockConfig } from "../config.ts";
-import { add } from "../ops/pointwise.ts";
-import { norm } from "../ops/norm.ts";
+import { add, norm } from "../nn/functional.ts";
 import { type Tensor, tidy } from "../tensor.ts";
 import { GatedFeedForward } from "./feedforward.ts";
 import { mLSTMLayer, type mLSTMLayerState } from "./mlstm_layer.ts";

@@ -5,7 +5,7 @@
  */
 
 import { blockConfigs, type xLSTMBlockStackConfig } from "../config.ts";
-import { norm } from "../ops/norm.ts";
+import { norm } from "../nn/functional.ts";
 import { expectShape, type Tensor, tidy } from "../tensor.ts";
 import { xLSTMBlock, type xLSTMBlockState } from "./block.ts";
 import { type CreateOptions, Module, rootScope } from "./module.ts";

@@ -5,8 +5,7 @@
  */
 
 import type { FeedForwardConfig } from "../config.ts";
-import { gatedActivation } from "../ops/gated_activation.ts";
-import { linear } from "../ops/matmul.ts";
+import { gatedActivation, linear } from "../nn/functional.ts";
 import { type Tensor, tidy } from "../tensor.ts";
 import { Module } from "./module.ts";
 import { inits, type Scope } from "./parameters.ts";

@@ -6,8 +6,7 @@
 
 import type { xLSTMLMModelConfig } from "../config.ts";
 import { formatShape } from "../host_tensor.ts";
-import { embedding } from "../ops/embedding.ts";
-import { linear } from "../ops/matmul.ts";
+import { embedding, linear } from "../nn/functional.ts";
 import { expectShape, type Tensor, tidy } from "../tensor.ts";
 import { xLSTMBlockStack, type xLSTMBlockStackState } from "./block_stack.ts";
 import { type CreateOptions, Module, rootScope } from "./module.ts";

@@ -6,13 +6,18 @@
  */
 
 import type { mLSTMLayerConfig } from "../config.ts";
-import { causalConv1d, conv1dStateUpdate } from "../ops/conv1d.ts";
-import { linearHeadwise } from "../ops/linear_headwise.ts";
-import { linear } from "../ops/matmul.ts";
-import { mlstmParallelForward, mlstmRecurrentStep } from "../ops/mlstm.ts";
-import { norm } from "../ops/norm.ts";
-import { mlstmOutputGate } from "../ops/pointwise.ts";
-import { columns, expectShape, matrix, type MatrixView, Tensor, tidy } from "../tensor.ts";
+import {
+  causalConv1d,
+  concatColumns,
+  linear,
+  linearHeadwise,
+  mlstmOutputGate,
+  mlstmParallel,
+  norm,
+} from "../nn/functional.ts";
+import { causalConv1d as causalConv1dStep, conv1dStateUpdate } from "../ops/conv1d.ts";
+import { mlstmRecurrentStep } from "../ops/mlstm.ts";
+import { columns, expectShape, matrix, type MatrixView, type Tensor, tidy } from "../tensor.ts";
 import { type CreateOptions, Module, rootScope } from "./module.ts";
 import { inits, type Scope } from "./parameters.ts";
 
@@ -94,18 +99,15 @@ export class mLSTMLayer extends Module {
   /** {@linkcode mLSTMLayer.forward} without the promise, for composition inside blocks. */
   apply(x: Tensor): Tensor {
     const [B, S] = this.#checkInput(x, -1);
-    const { D, NH } = this.#dims;
+    const { NH } = this.#dims;
     return tidy(() =>
       this.#run(
         x,
         B,
         S,
         (xm) => causalConv1d(xm, this.#w.conv!, this.#w.convBias, { batch: B, activation: "swish" }),
-        (qkv, ig, fg) =>
-          mlstmParallelForward(columns(qkv, 0, D), columns(qkv, D, D), columns(qkv, 2 * D, D), matrix(ig), matrix(fg), {
-            batch: B,
-            numHeads: NH,
-          }),
+        ([q, k, v], ig, fg) =>
+          mlstmParallel(matrix(q), matrix(k), matrix(v), matrix(ig), matrix(fg), { batch: B, numHeads: NH }),
       )
     );
   }
@@ -131,15 +133,14 @@ export class mLSTMLayer extends Module {
       let cell: { h: Tensor; c: Tensor; n: Tensor; m: Tensor } | undefined;
       const y = this.#run(x, B, 1, (xm) => {
         window = conv1dStateUpdate(history, xm, { batch: B, frames: KS });
-        return causalConv1d(xm, this.#w.conv!, this.#w.convBias, { batch: B, activation: "swish", history });
-      }, (qkv, ig, fg) => {
+        return causalConv1dStep(xm, this.#w.conv!, this.#w.convBias, { batch: B, activation: "swish", history });
+      }, ([q, k, v], ig, fg) => {
         const prev = state && {
           c: state.mlstm_state[0].reshape([B, NH, DH, DH]),
           n: state.mlstm_state[1].reshape([B, NH, DH]),
           m: state.mlstm_state[2].reshape([B, NH]),
         };
-        const qkvCols = [0, D, 2 * D].map((o) => columns(qkv, o, D));
-        cell = mlstmRecurrentStep(qkvCols[0], qkvCols[1], qkvCols[2], matrix(ig), matrix(fg), prev ?? null, {
+        cell = mlstmRecurrentStep(matrix(q), matrix(k), matrix(v), matrix(ig), matrix(fg), prev ?? null, {
           numHeads: NH,
           keyScaledState: true,
         });
@@ -173,19 +174,20 @@ export class mLSTMLayer extends Module {
     B: number,
     S: number,
     convolve: (xm: MatrixView) => Tensor,
-    cell: (qkv: Tensor, ig: Tensor, fg: Tensor) => Tensor,
+    cell: (qkv: [Tensor, Tensor, Tensor], ig: Tensor, fg: Tensor) => Tensor,
   ): Tensor {
     const w = this.#w, { E, D, NH } = this.#dims;
     const up = linear(x.reshape([B * S, E]), w.up!, w.upBias);
     const xm = columns(up, 0, D);
     const xc = convolve(xm);
-    const qkv = Tensor.empty(this.gpu, [B * S, 3 * D]);
-    linearHeadwise(matrix(xc), w.q!, w.qBias, columns(qkv, 0, D));
-    linearHeadwise(matrix(xc), w.k!, w.kBias, columns(qkv, D, D));
-    linearHeadwise(xm, w.v!, w.vBias, columns(qkv, 2 * D, D));
+    const q = linearHeadwise(matrix(xc), w.q!, w.qBias);
+    const k = linearHeadwise(matrix(xc), w.k!, w.kBias);
+    const v = linearHeadwise(xm, w.v!, w.vBias);
+    // The gates read concat(q, k, v), as the reference's cell does.
+    const qkv = concatColumns([q, k, v]);
     const ig = linear(qkv, w.ig!, w.igBias);
     const fg = linear(qkv, w.fg!, w.fgBias);
-    const h = cell(qkv, ig, fg);
+    const h = cell([q, k, v], ig, fg);
     const hn = norm(h, w.outnorm, null, { kind: "layer", groups: NH, eps: NORM_EPS, weightOffset: 1 });
     const gated = mlstmOutputGate(hn.reshape([B * S, D]), w.skip!, xc.reshape([B * S, D]), columns(up, D, D));
     return linear(gated, w.down!, w.downBias).reshape([B, S, E]);

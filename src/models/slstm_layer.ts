@@ -6,11 +6,9 @@
  */
 
 import type { sLSTMLayerConfig } from "../config.ts";
-import { causalConv1d, conv1dStateUpdate } from "../ops/conv1d.ts";
-import { linearHeadwise } from "../ops/linear_headwise.ts";
-import { norm } from "../ops/norm.ts";
-import { slstmRecurrentForward } from "../ops/slstm.ts";
-import { columns, expectShape, matrix, Tensor, tidy } from "../tensor.ts";
+import { causalConv1d, concatColumns, linearHeadwise, norm, slstm } from "../nn/functional.ts";
+import { causalConv1d as causalConv1dStep, conv1dStateUpdate } from "../ops/conv1d.ts";
+import { expectShape, matrix, type Tensor, tidy } from "../tensor.ts";
 import { type CreateOptions, Module, rootScope } from "./module.ts";
 import { type Init, inits, type Layout, type Scope } from "./parameters.ts";
 
@@ -162,17 +160,21 @@ export class sLSTMLayer extends Module {
     return tidy(() => {
       const rows = matrix(x);
       const history = state?.conv_state?.[0] ?? null;
-      const xc = w.conv
-        ? matrix(causalConv1d(rows, w.conv, w.convBias!, { batch: B, activation: "swish", history }))
-        : rows;
-      const wx = Tensor.empty(this.gpu, [B, S, 4 * H]);
-      [[xc, w.i], [xc, w.f], [rows, w.z], [rows, w.o]].forEach(([input, weight], g) =>
-        linearHeadwise(input as typeof rows, weight as Tensor, null, columns(wx, g * H, H))
-      );
-      const cell = slstmRecurrentForward(wx, w.kernel, w.bias, state?.slstm_state ?? null, {
-        numHeads: NH,
-        fn: c.function,
-      });
+      const convOptions = { batch: B, activation: "swish" as const };
+      // A carried conv window (recurrent steps) goes through the inference kernel; training runs from zeros.
+      const convolved = !w.conv
+        ? null
+        : history
+        ? causalConv1dStep(rows, w.conv, w.convBias!, { ...convOptions, history })
+        : causalConv1d(rows, w.conv, w.convBias!, convOptions);
+      const xc = convolved ? matrix(convolved) : rows;
+      const gates = [[xc, w.i], [xc, w.f], [rows, w.z], [rows, w.o]] as const;
+      const wx = concatColumns(gates.map(([input, weight]) => linearHeadwise(input, weight, null))).reshape([
+        B,
+        S,
+        4 * H,
+      ]);
+      const cell = slstm(wx, w.kernel, w.bias, state?.slstm_state ?? null, { numHeads: NH, fn: c.function });
       const y = norm(cell.y, w.norm ?? null, null, { kind: "layer", groups: NH, eps: NORM_EPS, weightOffset: 1 });
       const next: sLSTMLayerState = { slstm_state: cell.state };
       // a forward with KS = 1 keeps no frames (the window is KS − 1), so there is no conv state to return

@@ -13,9 +13,11 @@
  */
 
 import code from "../../shaders/conv1d_forward.wgsl" with { type: "text" };
+import backwardCode from "../../shaders/conv1d_backward.wgsl" with { type: "text" };
 import { type BufferRange, type Gpu, grid, type Kernel, Params } from "../gpu/runtime.ts";
 import { formatShape } from "../host_tensor.ts";
 import { expectShape, type MatrixView, Tensor } from "../tensor.ts";
+import { sumRows } from "./reduce.ts";
 
 /** Taps per output: far below lavapipe's silent cut at 65,535 loop trips per invocation (see `timeBlock`). */
 const MAX_TAPS = 4096;
@@ -31,19 +33,24 @@ function timeBlock(seq: number, taps: number): number {
 const kernels = new Map<string, Kernel>();
 
 /**
- * The shader with its prelude: vec4 units of features (`width` 4) or scalars, and `times` outputs per invocation.
+ * A shader with its prelude: vec4 units of features (`width` 4) or scalars, `times` outputs per invocation of the
+ * forward's `main` and the backward's `input_grad`, and `taps` taps per invocation of the backward's `weight_grad`.
  */
-function kernel(width: 1 | 4, times: number): Kernel {
-  const key = `W=${width},T=${times}`;
+function kernel(pass: "forward" | "backward", width: 1 | 4, times: number, taps = 1): Kernel {
+  const key = `${pass}(W=${width},T=${times}${pass === "backward" ? `,KB=${taps}` : ""})`;
   let k = kernels.get(key);
   if (!k) {
     const tap = width === 4
       ? "let at = f * 4u * p.taps + k;\n  " +
         "return V(weight[at], weight[at + p.taps], weight[at + 2u * p.taps], weight[at + 3u * p.taps]);"
       : "return weight[f * p.taps + k];";
-    const prelude = `alias V = ${width === 4 ? "vec4<f32>" : "f32"};\nconst W = ${width}u;\nconst T = ${times}u;\n` +
+    let prelude = `alias V = ${width === 4 ? "vec4<f32>" : "f32"};\nconst W = ${width}u;\nconst T = ${times}u;\n` +
       `fn tap(f: u32, k: u32) -> V {\n  ${tap}\n}\n`;
-    kernels.set(key, k = { name: `conv1d_forward(${key})`, code: prelude + code });
+    if (pass === "backward") {
+      prelude += `const KB = ${taps}u;\nfn lane(v: V, i: u32) -> f32 {\n  return ${width === 4 ? "v[i]" : "v"};\n}\n`;
+    }
+    const source = pass === "forward" ? code : backwardCode;
+    kernels.set(key, k = { name: `conv1d_${key}`, code: prelude + source });
   }
   return k;
 }
@@ -117,6 +124,138 @@ export function conv1dStateUpdate(history: Tensor | null, x: MatrixView, options
   return out;
 }
 
+/** Options of {@linkcode causalConv1dBackward}: those the forward ran with. */
+export interface CausalConv1dBackwardOptions {
+  /** B: x's rows are `B · S` frames, row `b · S + t`. */
+  batch: number;
+  /** The forward's activation (default `"none"`); with `"swish"` the pre-activation is recomputed from x and weight. */
+  activation?: "none" | "swish";
+  /**
+   * Must be absent or null: histories only serve inference steps, and no gradient flows through them (a forward with
+   * a history would also need its frames here).
+   */
+  history?: null;
+}
+
+/** Gradients of {@linkcode causalConv1d}. */
+export interface Conv1dGrads {
+  /** `[B, S, F]`, contiguous (the caller places it into x's view). */
+  dx: Tensor;
+  /** `[F, 1, KS]`. */
+  dweight: Tensor;
+  /** `[F]`, or null without a bias. */
+  dbias: Tensor | null;
+}
+
+/** Tuning of {@linkcode causalConv1dBackward}; exported so tests can force many chunks on small inputs. */
+export const conv1dBackwardSettings: { timesPerChunk: number } = {
+  /**
+   * Times of one batch that one `weight_grad` invocation sums into a partial row (the rows are then summed by
+   * {@linkcode sumRows}): bounds its loop trips (lavapipe cuts loops after 65,535) and the f32 rounding of its sum.
+   */
+  timesPerChunk: 256,
+};
+
+/** Loop trips allowed per invocation, well below lavapipe's silent cut at 65,535. */
+const MAX_TRIPS = 32768;
+
+/**
+ * Gradients of `y = causalConv1d(x, weight, bias, { batch, activation })` (no history) for the upstream `dy`
+ * `[B, S, F]`. With `"swish"` the pre-activation is recomputed by one forward dispatch rather than saved. `dx` takes
+ * one dispatch (several times per invocation, like the forward); `dweight` and `dbias` are reductions over B · S,
+ * split: one dispatch writes a row of partial sums per chunk of {@linkcode conv1dBackwardSettings}`.timesPerChunk`
+ * times of one batch, and {@linkcode sumRows} adds the rows (no float atomics).
+ */
+export function causalConv1dBackward(
+  dy: Tensor,
+  x: MatrixView,
+  weight: Tensor,
+  bias: Tensor | null,
+  options: CausalConv1dBackwardOptions,
+): Conv1dGrads {
+  const op = "causalConv1dBackward";
+  const { batch, activation = "none", history = null } = options;
+  if (history) {
+    throw new RangeError(`${op}: histories serve inference steps only; no gradient flows through them`);
+  }
+  const features = x.cols;
+  checkBatch(op, x, batch);
+  const taps = weight.shape[2] ?? 0;
+  expectShape(`${op} weight`, weight, [features, 1, -1]);
+  checkTaps(op, taps);
+  if (bias) expectShape(`${op} bias`, bias, [features]);
+  if (activation !== "none" && activation !== "swish") {
+    throw new RangeError(`${op}: activation must be "none" or "swish", got ${activation}`);
+  }
+  const seq = x.rows / batch;
+  expectShape(`${op} dy`, dy, [batch, seq, features]);
+  const chunkTimes = conv1dBackwardSettings.timesPerChunk;
+  const tapBlock = Math.min(taps, 8);
+  if (
+    !(Number.isInteger(chunkTimes) && chunkTimes >= 1 && chunkTimes * (2 * tapBlock + 2) + 2 * tapBlock <= MAX_TRIPS)
+  ) {
+    throw new RangeError(
+      `${op}: timesPerChunk ${chunkTimes} must be a positive integer of at most ${MAX_TRIPS} loop trips`,
+    );
+  }
+  const gpu = weight.gpu;
+  const dx = Tensor.empty(gpu, [batch, seq, features]);
+  if (seq === 0) {
+    return { dx, dweight: Tensor.zeros(gpu, weight.shape), dbias: bias ? Tensor.zeros(gpu, [features]) : null };
+  }
+  const width = [x.cols, x.offset, x.stride].every((n) => n % 4 === 0) ? 4 : 1;
+  const units = features / width;
+  const swish = activation === "swish";
+  const pre = swish ? causalConv1d(x, weight, bias, { batch }) : null;
+  const view = bindView(gpu, "x", x);
+  const chunksPerBatch = Math.ceil(seq / chunkTimes);
+  const dyRange = dy.binding(`${op} dy`);
+  const preRange = pre ? pre.binding(`${op} pre-activation`) : dyRange; // never read without an activation
+  const params = (total: number) =>
+    new Params().u32(total).u32(seq).u32(units).u32(taps).u32(view.element / width).u32(x.stride / width)
+      .u32(swish ? 1 : 0).u32(chunkTimes).u32(chunksPerBatch).u32(Math.ceil(taps / tapBlock));
+
+  const times = timeBlock(seq, taps);
+  const inputTotal = batch * Math.ceil(seq / times) * units;
+  gpu.dispatch(
+    gpu.pipeline(kernel("backward", width, times, tapBlock), {}, "input_grad"),
+    [dyRange, preRange, weight.binding(`${op} weight`), dx.binding(`${op} dx`)],
+    params(inputTotal),
+    grid(inputTotal, 64, gpu.limits.maxComputeWorkgroupsPerDimension),
+  );
+
+  const chunks = batch * chunksPerBatch;
+  const weightRows = Tensor.empty(gpu, [chunks, features * taps]);
+  const biasRows = Tensor.empty(gpu, [chunks, features]);
+  const weightTotal = chunks * Math.ceil(taps / tapBlock) * units;
+  gpu.dispatch(
+    gpu.pipeline(kernel("backward", width, times, tapBlock), {}, "weight_grad"),
+    [
+      dyRange,
+      preRange,
+      view.range,
+      weightRows.binding(`${op} dweight partials`),
+      biasRows.binding(`${op} dbias partials`),
+    ],
+    params(weightTotal),
+    grid(weightTotal, 64, gpu.limits.maxComputeWorkgroupsPerDimension),
+  );
+  pre?.dispose(); // recorded work still reads these; the pool hands them only to later commands
+  const dweight = columnSums(weightRows, weight.shape);
+  const dbias = bias ? columnSums(biasRows, [features]) : null;
+  if (!bias) biasRows.dispose();
+  return { dx, dweight, dbias };
+}
+
+/** Sums the rows of `[chunks, n]` partials into a new tensor of `shape`; `rows` is consumed. */
+function columnSums(rows: Tensor, shape: readonly number[]): Tensor {
+  const sums = rows.shape[0] === 1 ? rows : sumRows(rows);
+  const out = sums.reshape(shape);
+  sums.dispose();
+  if (sums !== rows) rows.dispose();
+  return out;
+}
+
 /** Per batch, the frames both entry points read: `history` (zeros when null), then x's `seq` frames. */
 interface Frames {
   x: MatrixView;
@@ -145,7 +284,7 @@ function record(
   // No history, or one of zero frames: x is bound in its place (read-only), never read.
   const historyRange = history?.size ? history.binding("history") : view.range;
   gpu.dispatch(
-    gpu.pipeline(kernel(width, times), {}, entry),
+    gpu.pipeline(kernel("forward", width, times), {}, entry),
     [view.range, historyRange, out.binding("out"), ...tail],
     new Params().u32(invocations).u32(seq).u32(units).u32(taps).u32(view.element / width).u32(x.stride / width)
       .u32(history?.shape[1] ?? 0).u32(flags.hasBias ? 1 : 0).u32(flags.swish ? 1 : 0),

@@ -81,7 +81,7 @@ export const embeddingBackwardPaths: { blockSize: number } = { blockSize: 1024 }
  *
  * Deterministic: no float atomics; each row is summed in position order within blocks of positions, then over the
  * blocks in order. Three dispatches (chain links per block, per-block chain sums, per-row gather); loop trips per
- * invocation stay below the block size and the block count.
+ * invocation are bounded by 5 × the block size and 5 × the block count (checked).
  */
 export function embeddingBackward(ids: Tensor, dOut: Tensor, vocabSize: number): Tensor {
   if (ids.dtype !== "int32") {

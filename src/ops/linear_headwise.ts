@@ -6,10 +6,12 @@
  */
 
 import code from "../../shaders/linear_headwise_forward.wgsl" with { type: "text" };
-import { grid, type Kernel, Params } from "../gpu/runtime.ts";
+import backwardCode from "../../shaders/linear_headwise_backward.wgsl" with { type: "text" };
+import { type Gpu, grid, type Kernel, Params } from "../gpu/runtime.ts";
 import { formatShape } from "../host_tensor.ts";
 import { expectShape, matrix, type MatrixView, Tensor } from "../tensor.ts";
 import { checkView, rowChunks, viewShape } from "./pointwise.ts";
+import { sumRows } from "./reduce.ts";
 
 /**
  * Loop trips one invocation may run (lavapipe silently ends loops after 65,535 trips): the op splits the reduction
@@ -120,4 +122,134 @@ export function linearHeadwise(x: MatrixView, weight: Tensor, bias: Tensor | nul
     }
   }
   return y.tensor;
+}
+
+/** Tuning of {@linkcode linearHeadwiseBackward}; exported so tests can force many chunks on small inputs. */
+export const headwiseBackwardSettings: { rowsPerChunk: number } = {
+  /**
+   * Rows one `weight_grad` invocation sums into a partial row of dweight (the rows are then summed by
+   * {@linkcode sumRows}): bounds its loop trips and the f32 rounding of its sum.
+   */
+  rowsPerChunk: 256,
+};
+
+/** Outputs (o) per weight-gradient tile. */
+const GRAD_OUTPUTS = 4;
+/** Inputs (d) per weight-gradient tile, in scalars. */
+const GRAD_INPUTS = 8;
+
+const backwardKernels = new Map<number, Kernel>();
+
+/** The backward shader with its prelude for `width` (vec4 units of d, or scalars). */
+function backwardKernel(width: 1 | 4): Kernel {
+  let k = backwardKernels.get(width);
+  if (!k) {
+    const prelude = `alias V = ${width === 4 ? "vec4<f32>" : "f32"};\nconst W = ${width}u;\n` +
+      `const KO = ${GRAD_OUTPUTS}u;\nconst KD = ${GRAD_INPUTS / width}u;\n`;
+    backwardKernels.set(width, k = { name: `linear_headwise_backward(W=${width})`, code: prelude + backwardCode });
+  }
+  return k;
+}
+
+/** Options of {@linkcode linearHeadwiseBackward}. */
+export interface LinearHeadwiseBackwardOptions {
+  /** Whether the forward had a bias (then dbias is returned). */
+  bias: boolean;
+}
+
+/** Gradients of {@linkcode linearHeadwise}. */
+export interface LinearHeadwiseGrads {
+  /** `[rows, NH·din]`, contiguous. */
+  dx: Tensor;
+  /** `[NH, dout, din]`. */
+  dweight: Tensor;
+  /** `[NH·dout]`, or null without a bias. */
+  dbias: Tensor | null;
+}
+
+/**
+ * Gradients of `y = linearHeadwise(x, weight, bias)` for the upstream `dy`, a view of `rows × NH·dout` (e.g. one
+ * third of the `[rows, 3D]` q|k|v gradient, or one gate's columns of the sLSTM `[rows, 4H]` gate gradient):
+ * `dx[r, h·din + d] = Σ_o dy[r, h·dout + o] · weight[h, o, d]` runs on the forward kernel with the weight transposed
+ * (one small dispatch); `dweight[h, o, d] = Σ_r dy[r, h·dout + o] · x[r, h·din + d]` and `dbias = Σ_r dy` are
+ * reductions over rows, split: one dispatch writes a row of partial sums per chunk of
+ * {@linkcode headwiseBackwardSettings}`.rowsPerChunk` rows, and {@linkcode sumRows} adds the rows.
+ */
+export function linearHeadwiseBackward(
+  dy: MatrixView,
+  x: MatrixView,
+  weight: Tensor,
+  options: LinearHeadwiseBackwardOptions,
+): LinearHeadwiseGrads {
+  const op = "linearHeadwiseBackward";
+  expectShape(`${op} weight`, weight, [-1, -1, -1]);
+  const [heads, dout, din] = weight.shape;
+  if (weight.size === 0) throw new RangeError(`${op} weight: empty shape ${formatShape(weight.shape)}`);
+  checkView(`${op} x`, x);
+  checkView(`${op} dy`, dy);
+  if (x.cols !== heads * din || dy.cols !== heads * dout || dy.rows !== x.rows) {
+    throw new RangeError(
+      `${op}: dy ${viewShape(dy)} and x ${viewShape(x)} do not match weight ${formatShape(weight.shape)}, which ` +
+        `needs [rows, ${heads * dout}] and [rows, ${heads * din}]`,
+    );
+  }
+  const gpu = weight.gpu;
+  const rowsPerChunk = headwiseBackwardSettings.rowsPerChunk;
+  const width = [din, x.offset, x.stride].every((n) => n % 4 === 0) ? 4 : 1;
+  const units = GRAD_INPUTS / width;
+  const perRow = 1 + GRAD_OUTPUTS + units + GRAD_OUTPUTS * units;
+  if (!(Number.isInteger(rowsPerChunk) && rowsPerChunk >= 1 && rowsPerChunk * perRow <= MAX_GRAD_TRIPS)) {
+    throw new RangeError(
+      `${op}: rowsPerChunk ${rowsPerChunk} must be a positive integer with at most ${MAX_GRAD_TRIPS} loop trips ` +
+        `(${perRow} per row)`,
+    );
+  }
+  const dbias = options.bias ? sumRows(dy) : null;
+  if (x.rows === 0) {
+    return { dx: Tensor.empty(gpu, [0, heads * din]), dweight: Tensor.zeros(gpu, weight.shape), dbias };
+  }
+  const transposed = transpose(gpu, weight);
+  const dx = linearHeadwise(dy, transposed, null);
+  transposed.dispose(); // recorded work still reads it; the pool hands it only to later commands
+
+  const chunks = rowChunks(gpu, [dy, x], [`${op} dy`, `${op} x`]);
+  // Longer chunks (up to the trip bound) when the partial rows would not fit one storage binding.
+  const fit = Math.floor(gpu.maxBinding / (4 * weight.size));
+  const chunkRows = Math.max(rowsPerChunk, Math.min(Math.floor(MAX_GRAD_TRIPS / perRow), Math.ceil(x.rows / fit)));
+  const partialRows = chunks.reduce((n, c) => n + Math.ceil(c.rows / chunkRows), 0);
+  const partials = Tensor.empty(gpu, [partialRows, weight.size]);
+  const pipeline = gpu.pipeline(backwardKernel(width), {}, "weight_grad");
+  const outTiles = Math.ceil(dout / GRAD_OUTPUTS), inTiles = Math.ceil(din / width / units);
+  let chunk0 = 0;
+  for (const c of chunks) {
+    const rowChunksHere = Math.ceil(c.rows / chunkRows);
+    const params = new Params().u32(c.rows).u32(heads).u32(din / width).u32(dout).u32(c.offsets[0])
+      .u32(dy.stride).u32(c.offsets[1] / width).u32(x.stride / width).u32(chunkRows).u32(chunk0).u32(outTiles)
+      .u32(inTiles);
+    const invocations = rowChunksHere * heads * outTiles * inTiles;
+    gpu.dispatch(pipeline, [...c.bindings, partials.binding(`${op} dweight partials`)], params, grid(invocations, 64));
+    chunk0 += rowChunksHere;
+  }
+  const sums = partialRows === 1 ? partials : sumRows(partials);
+  const dweight = sums.reshape(weight.shape);
+  sums.dispose();
+  if (sums !== partials) partials.dispose();
+  return { dx, dweight, dbias };
+}
+
+/** Loop trips one weight-gradient invocation may run, well below lavapipe's silent cut at 65,535. */
+const MAX_GRAD_TRIPS = 32768;
+
+/** `weight [NH, dout, din]` transposed per head to a new `[NH, din, dout]` tensor. */
+function transpose(gpu: Gpu, weight: Tensor): Tensor {
+  const [heads, dout, din] = weight.shape;
+  const out = Tensor.empty(gpu, [heads, din, dout]);
+  gpu.dispatch(
+    gpu.pipeline(backwardKernel(1), {}, "transpose"),
+    [weight.binding("linearHeadwiseBackward weight"), out.binding("linearHeadwiseBackward transposed weight")],
+    new Params().u32(weight.size).u32(heads).u32(din).u32(dout).u32(0).u32(0).u32(0).u32(0).u32(0).u32(0).u32(0)
+      .u32(0), // the fields weight_grad uses: the uniform binding must cover all of Params
+    grid(weight.size, 64, gpu.limits.maxComputeWorkgroupsPerDimension),
+  );
+  return out;
 }

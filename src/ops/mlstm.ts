@@ -1,5 +1,6 @@
 /**
- * mLSTM cell forward: the parallel stabilized form (spec A4.1 / B2.2) and one recurrent step (A4.2 / B2.4).
+ * mLSTM cell: the parallel stabilized form (spec A4.1 / B2.2) with its backward (autograd convention, B2.5), and
+ * one recurrent step (A4.2 / B2.4).
  *
  * Inputs are matrix views, so q, k and v may be column slices of one fused buffer. Rows are time steps (row
  * `b·S + t` in the parallel form, row `b` in a step); head `h` owns columns `[h·DH, (h+1)·DH)` of q, k (DHQK per
@@ -8,22 +9,24 @@
  * @module
  */
 
+import backwardCode from "../../shaders/mlstm_parallel_backward.wgsl" with { type: "text" };
 import parallelCode from "../../shaders/mlstm_parallel_forward.wgsl" with { type: "text" };
 import stepCode from "../../shaders/mlstm_recurrent_step_forward.wgsl" with { type: "text" };
 import { type BufferRange, type Gpu, grid, Params } from "../gpu/runtime.ts";
 import { formatShape } from "../host_tensor.ts";
-import { expectShape, type MatrixView, Tensor } from "../tensor.ts";
-import { gemm } from "./matmul.ts";
+import { expectShape, matrix, type MatrixView, Tensor } from "../tensor.ts";
+import { gemm, type GemmOptions } from "./matmul.ts";
 
 const PARALLEL = { name: "mlstm_parallel_forward", code: parallelCode };
 const STEP = { name: "mlstm_recurrent_step_forward", code: stepCode };
+const BACKWARD = { name: "mlstm_parallel_backward", code: backwardCode };
 const WORKGROUP = 64;
 const DEFAULT_EPS = 1e-6;
 
 /**
  * Most loop trips one kernel invocation may run: S in the parallel form's gate scan (its weight pass runs about
- * S / 2, its gemms split long K themselves), DHQK in a step. lavapipe silently ends every invocation after 65,535
- * trips in total.
+ * S / 2, the backward's passes at most 1.25·S, the gemms split long K themselves), DHQK in a step. lavapipe
+ * silently ends every invocation after 65,535 trips in total.
  */
 export const MLSTM_MAX_LOOP = 16384;
 
@@ -118,40 +121,9 @@ export function mlstmParallelForwardWithCache(
   options: MlstmParallelOptions,
 ): { h: Tensor; cache: MlstmParallelCache } {
   const op = "mlstmParallelForward";
-  const { batch, numHeads: heads, eps = DEFAULT_EPS } = options;
-  positive(op, "batch", batch);
-  positive(op, "numHeads", heads);
-  const rows = q.rows;
-  if (rows === 0 || rows % batch !== 0) {
-    throw new RangeError(`${op}: q has ${rows} rows, not a positive multiple of batch ${batch}`);
-  }
-  const seq = rows / batch;
-  const dqk = headDim(op, "q", q, heads);
-  checkView(op, "q", q, rows, q.cols);
-  checkView(op, "k", k, rows, q.cols);
-  checkView(op, "v", v, rows, v.cols);
-  const dv = headDim(op, "v", v, heads);
-  checkView(op, "igate", igate, rows, heads);
-  checkView(op, "fgate", fgate, rows, heads);
-  if (seq > MLSTM_MAX_LOOP) {
-    throw new RangeError(
-      `${op}: S = ${seq}: the parallel form loops over S per invocation, limited to ${MLSTM_MAX_LOOP}; use the ` +
-        `chunkwise form (or the recurrent step) for sequences this long`,
-    );
-  }
-
+  const { batch, heads, seq, dqk, dv, eps, ld, pairBytes, room } = parallelShape(op, q, k, v, igate, fgate, options);
+  const rows = batch * seq;
   const gpu = q.tensor.gpu;
-  // Score rows padded to whole vec4s (the weight pass moves vec4s). A pair binds S·LD scores and 2·LD of F and ĩ.
-  const ld = Math.ceil(seq / 4) * 4;
-  const pairBytes = Math.max(seq, 2) * ld * 4;
-  // Every bound range starts aligned down, so it may begin up to one alignment before the data it is for.
-  const room = gpu.maxBinding - quadAlignment(gpu) * 4;
-  if (pairBytes > room) {
-    throw new RangeError(
-      `${op}: S = ${seq} needs a ${seq}×${ld} score matrix per head (${pairBytes} bytes), more than this ` +
-        `adapter's storage binding limit of ${gpu.maxBinding} bytes; use the chunkwise form for sequences this long`,
-    );
-  }
   const h = Tensor.empty(gpu, [batch, seq, heads * dv]);
   const cache: MlstmParallelCache = {
     weights: Tensor.empty(gpu, [batch, heads, seq, ld]),
@@ -179,31 +151,12 @@ export function mlstmParallelForwardWithCache(
         .u32(cs.base).u32(fis.base).u32(lfs.base).u32(ms.base).u32(ns.base).f32(1 / Math.sqrt(dqk)).f32(eps);
       gpu.dispatch(gates, [is.range, fs.range, lfs.range, ms.range, fis.range], params, grid(pairs, WORKGROUP));
 
-      // Pair (b, h) of the group: rows b·S.. of a view, columns h·DH..; the scores are [S, LD] per pair.
-      const head = (x: MatrixView, dh: number): MatrixView => ({
-        tensor: x.tensor,
-        rows: seq,
-        cols: dh,
-        offset: x.offset + g.batch0 * seq * x.stride + g.head0 * dh,
-        stride: x.stride,
-      });
-      const strides = (x: MatrixView, dh: number): [number, number] => [seq * x.stride, dh];
-      const w: MatrixView = { tensor: cache.weights, rows: seq, cols: seq, offset: pair0 * seq * ld, stride: ld };
-      const wStrides: [number, number] = [heads * seq * ld, seq * ld];
-      const count: [number, number] = [g.batches, g.heads];
+      const w = scoreOperand(cache.weights, pair0, heads, seq, ld);
+      const head = (x: MatrixView, dh: number): Operand => headOperand(x, g, seq, dh);
       // Only s ≤ t of the scores is used (the weight pass zeroes the rest), and W is zero for s > t.
-      gemm(head(q, dqk), head(k, dqk), w, {
-        transposeB: true,
-        triangular: "lowerC",
-        batch: { count, a: strides(q, dqk), b: strides(k, dqk), c: wStrides },
-        label: `${op} (q·kᵀ)`,
-      });
+      groupGemm(head(q, dqk), head(k, dqk), w, g, { transposeB: true, triangular: "lowerC", label: `${op} (q·kᵀ)` });
       gpu.dispatch(weights, [fis.range, ms.range, cs.range, ns.range], params, grid(pairs * seq, WORKGROUP));
-      gemm(w, head(v, dv), head(hView, dv), {
-        triangular: "lowerA",
-        batch: { count, a: wStrides, b: strides(v, dv), c: strides(hView, dv) },
-        label: `${op} (w·v)`,
-      });
+      groupGemm(w, head(v, dv), head(hView, dv), g, { triangular: "lowerA", label: `${op} (w·v)` });
     }
   } catch (e) {
     for (const t of [h, ...Object.values(cache)]) t.dispose();
@@ -212,6 +165,135 @@ export function mlstmParallelForwardWithCache(
     fi.dispose();
   }
   return { h, cache };
+}
+
+/** Gradients returned by {@linkcode mlstmParallelBackward}, each a new contiguous tensor. */
+export interface MlstmParallelGrads {
+  /** d q: [B·S, NH·DHQK]. */
+  dq: Tensor;
+  /** d k: [B·S, NH·DHQK]. */
+  dk: Tensor;
+  /** d v: [B·S, NH·DHV]. */
+  dv: Tensor;
+  /** d ĩ (input gate pre-activations): [B·S, NH]. */
+  digate: Tensor;
+  /** d f̃ (forget gate pre-activations): [B·S, NH]. */
+  dfgate: Tensor;
+}
+
+/**
+ * Backward of {@linkcode mlstmParallelForwardWithCache}: the gradients of q, k, v and both gate pre-activations for
+ * an upstream gradient `dh` [B, S, NH·DHV] of h̃, given the same inputs and the forward's (unchanged) cache, which
+ * is only read. It differentiates through everything as PyTorch autograd does on `parallel_stabilized_simple` (spec
+ * A4.1, B2.5 `*_autograd`): the normaliser max(|Σ_s C|, exp(−m)) on whichever side is larger, and the row max m
+ * at its argmax. (`*_custbw` and Triton kernels treat n as a constant and give different gradients.)
+ *
+ * Per group of (batch, head) pairs: batched gemms G = dH·Vᵀ (the gradient of the weights W) and dV = Wᵀ·dH, a row
+ * pass (per-row normaliser and max gradients), a column pass (dĩ, and the score gradients dS in place of G), a gate
+ * scan (d f̃), and batched gemms dQ = dS·K and dK = dSᵀ·Q; see shaders/mlstm_parallel_backward.wgsl.
+ */
+export function mlstmParallelBackward(
+  dh: Tensor,
+  q: MatrixView,
+  k: MatrixView,
+  v: MatrixView,
+  igate: MatrixView,
+  fgate: MatrixView,
+  cache: MlstmParallelCache,
+  options: MlstmParallelOptions,
+): MlstmParallelGrads {
+  const op = "mlstmParallelBackward";
+  const { batch, heads, seq, dqk, dv, eps, ld, pairBytes, room } = parallelShape(op, q, k, v, igate, fgate, options);
+  expectShape(`${op}: dh`, dh, [batch, seq, heads * dv]);
+  expectShape(`${op}: cache.weights`, cache.weights, [batch, heads, seq, ld]);
+  for (const name of ["logForget", "m", "n"] as const) {
+    expectShape(`${op}: cache.${name}`, cache[name], [batch, heads, seq]);
+  }
+  const gpu = q.tensor.gpu;
+  const rows = batch * seq;
+  const out: MlstmParallelGrads = {
+    dq: Tensor.empty(gpu, [rows, heads * dqk]),
+    dk: Tensor.empty(gpu, [rows, heads * dqk]),
+    dv: Tensor.empty(gpu, [rows, heads * dv]),
+    digate: Tensor.empty(gpu, [rows, heads]),
+    dfgate: Tensor.empty(gpu, [rows, heads]),
+  };
+  const [dhView, dqView, dkView, dvView, diView, dfView] = [dh, out.dq, out.dk, out.dv, out.digate, out.dfgate].map((
+    t,
+  ) => matrix(t));
+  const gateBytes = Math.max(...[igate, fgate, diView].map((x) => seq * x.stride * 4));
+  const groups = pairGroups(batch, heads, pairBytes, gateBytes, room);
+  // Scratch for one group at a time (groups run in order): dS over G, and per row (n + eps, a, dm, b) and s*.
+  const most = Math.max(...groups.map((g) => g.batches * g.heads));
+  const scratch = {
+    scores: Tensor.empty(gpu, [most, seq, ld]),
+    info: Tensor.empty(gpu, [most, seq, 4]),
+    argmax: Tensor.empty(gpu, [most, seq], "int32"),
+  };
+  const [rowPass, columnPass, gatePass] = ["rows", "columns", "gates"].map((e) => gpu.pipeline(BACKWARD, {}, e));
+  try {
+    for (const g of groups) {
+      const pairs = g.batches * g.heads;
+      const pair0 = g.batch0 * heads + g.head0;
+      const rowsOf = (name: string, x: MatrixView): Slice => bindRows(op, name, x, g.batch0 * seq, g.batches * seq);
+      const [is, fs, dis, dfs] = [
+        rowsOf("igate", igate),
+        rowsOf("fgate", fgate),
+        rowsOf("digate", diView),
+        rowsOf("dfgate", dfView),
+      ];
+      const per = (t: Tensor, name: string, size: number, first = pair0): Slice =>
+        bindElements(op, name, t, first * size, (first + pairs) * size);
+      const [ws, lfs, ms, ns] = [
+        per(cache.weights, "cache.weights", seq * ld),
+        per(cache.logForget, "cache.logForget", seq),
+        per(cache.m, "cache.m", seq),
+        per(cache.n, "cache.n", seq),
+      ];
+      const [gs, infos, args] = [
+        per(scratch.scores, "score gradients", seq * ld, 0),
+        per(scratch.info, "row gradients", seq * 4, 0),
+        per(scratch.argmax, "row argmax", seq, 0),
+      ];
+      const params = new Params().u32(seq).u32(ld).u32(g.heads).u32(g.head0).u32(pairs)
+        .u32(is.base).u32(igate.stride).u32(fs.base).u32(fgate.stride)
+        .u32(gs.base).u32(ws.base).u32(lfs.base).u32(ms.base).u32(ns.base)
+        .u32(dis.base).u32(heads).u32(dfs.base).u32(heads).f32(1 / Math.sqrt(dqk)).f32(eps);
+
+      const head = (x: MatrixView, dh: number): Operand => headOperand(x, g, seq, dh);
+      const w = scoreOperand(cache.weights, pair0, heads, seq, ld);
+      const ds = scoreOperand(scratch.scores, 0, g.heads, seq, ld);
+      // G = dH·Vᵀ, wanted for s ≤ t only (the row pass zeroes the rest); dV = Wᵀ·dH.
+      groupGemm(head(dhView, dv), head(v, dv), ds, g, {
+        transposeB: true,
+        triangular: "lowerC",
+        label: `${op} (dh·vᵀ)`,
+      });
+      groupGemm(w, head(dhView, dv), head(dvView, dv), g, { transposeA: true, label: `${op} (wᵀ·dh)` });
+      gpu.dispatch(
+        rowPass,
+        [is.range, lfs.range, ms.range, ns.range, ws.range, gs.range, infos.range, args.range],
+        params,
+        grid(pairs * seq, WORKGROUP),
+      );
+      gpu.dispatch(
+        columnPass,
+        [is.range, lfs.range, ms.range, ws.range, infos.range, args.range, gs.range, dis.range],
+        params,
+        grid(pairs * (ld / 4), WORKGROUP),
+      );
+      gpu.dispatch(gatePass, [fs.range, infos.range, dis.range, dfs.range], params, grid(pairs, WORKGROUP));
+      // dS is zero above the diagonal: dQ's sums stop there; dSᵀ is upper triangular, which gemm cannot skip.
+      groupGemm(ds, head(k, dqk), head(dqView, dqk), g, { triangular: "lowerA", label: `${op} (ds·k)` });
+      groupGemm(ds, head(q, dqk), head(dkView, dqk), g, { transposeA: true, label: `${op} (dsᵀ·q)` });
+    }
+  } catch (e) {
+    for (const t of Object.values(out)) t.dispose();
+    throw e;
+  } finally {
+    for (const t of Object.values(scratch)) t.dispose();
+  }
+  return out;
 }
 
 /**
@@ -286,6 +368,68 @@ export function mlstmRecurrentStep(
   return out;
 }
 
+/** Sizes of a parallel-form call, checked: see {@linkcode parallelShape}. */
+interface ParallelShape {
+  batch: number;
+  heads: number;
+  seq: number;
+  dqk: number;
+  dv: number;
+  eps: number;
+  /** S rounded up to a multiple of 4: the row length of the score matrices. */
+  ld: number;
+  /** Bytes one (batch, head) pair binds at most: S·LD scores (or 2·LD of F and ĩ). */
+  pairBytes: number;
+  /** Bytes of data one binding may hold after aligning its start down. */
+  room: number;
+}
+
+/** Validates the views of a parallel-form call and the loop and binding limits it must fit. */
+function parallelShape(
+  op: string,
+  q: MatrixView,
+  k: MatrixView,
+  v: MatrixView,
+  igate: MatrixView,
+  fgate: MatrixView,
+  options: MlstmParallelOptions,
+): ParallelShape {
+  const { batch, numHeads: heads, eps = DEFAULT_EPS } = options;
+  positive(op, "batch", batch);
+  positive(op, "numHeads", heads);
+  const rows = q.rows;
+  if (rows === 0 || rows % batch !== 0) {
+    throw new RangeError(`${op}: q has ${rows} rows, not a positive multiple of batch ${batch}`);
+  }
+  const seq = rows / batch;
+  const dqk = headDim(op, "q", q, heads);
+  checkView(op, "q", q, rows, q.cols);
+  checkView(op, "k", k, rows, q.cols);
+  checkView(op, "v", v, rows, v.cols);
+  const dv = headDim(op, "v", v, heads);
+  checkView(op, "igate", igate, rows, heads);
+  checkView(op, "fgate", fgate, rows, heads);
+  if (seq > MLSTM_MAX_LOOP) {
+    throw new RangeError(
+      `${op}: S = ${seq}: the parallel form loops over S per invocation, limited to ${MLSTM_MAX_LOOP}; use the ` +
+        `chunkwise form (or the recurrent step) for sequences this long`,
+    );
+  }
+  const gpu = q.tensor.gpu;
+  // Score rows padded to whole vec4s (the row passes move vec4s). A pair binds S·LD scores and 2·LD of F and ĩ.
+  const ld = Math.ceil(seq / 4) * 4;
+  const pairBytes = Math.max(seq, 2) * ld * 4;
+  // Every bound range starts aligned down, so it may begin up to one alignment before the data it is for.
+  const room = gpu.maxBinding - quadAlignment(gpu) * 4;
+  if (pairBytes > room) {
+    throw new RangeError(
+      `${op}: S = ${seq} needs a ${seq}×${ld} score matrix per head (${pairBytes} bytes), more than this ` +
+        `adapter's storage binding limit of ${gpu.maxBinding} bytes; use the chunkwise form for sequences this long`,
+    );
+  }
+  return { batch, heads, seq, dqk, dv, eps, ld, pairBytes, room };
+}
+
 /** A bound byte range and the element index, within it, of the first element asked for. */
 interface Slice {
   range: BufferRange;
@@ -350,6 +494,31 @@ function pairGroups(batch: number, heads: number, pairBytes: number, batchBytes:
     }
   }
   return groups;
+}
+
+/** One operand of a batched gemm over a group of pairs: the view of its first pair and the strides to the rest. */
+interface Operand {
+  view: MatrixView;
+  /** Element strides [next batch, next head]. */
+  strides: [number, number];
+}
+
+/** Pair (b, h) of a group in a `[B·S, NH·DH]` view: rows b·S.., columns h·DH... */
+function headOperand(x: MatrixView, g: Group, seq: number, dh: number): Operand {
+  const offset = x.offset + g.batch0 * seq * x.stride + g.head0 * dh;
+  return { view: { tensor: x.tensor, rows: seq, cols: dh, offset, stride: x.stride }, strides: [seq * x.stride, dh] };
+}
+
+/** [S, S] score matrices in rows of LD, one per pair, from pair `first` on, with `heads` pairs per batch. */
+function scoreOperand(t: Tensor, first: number, heads: number, seq: number, ld: number): Operand {
+  const view = { tensor: t, rows: seq, cols: seq, offset: first * seq * ld, stride: ld };
+  return { view, strides: [heads * seq * ld, seq * ld] };
+}
+
+/** `gemm` once per pair of a group, as one batch. */
+function groupGemm(a: Operand, b: Operand, c: Operand, g: Group, options: GemmOptions): void {
+  const batch = { count: [g.batches, g.heads] as [number, number], a: a.strides, b: b.strides, c: c.strides };
+  gemm(a.view, b.view, c.view, { ...options, batch });
 }
 
 function positive(op: string, name: string, value: number): void {

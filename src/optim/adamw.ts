@@ -124,17 +124,15 @@ export class AdamW {
   /** Creates zeroed moment buffers on the GPU for every parameter. */
   constructor(params: readonly NamedParameter[], options: AdamWOptions) {
     const { lr, betas = [0.9, 0.999], eps = 1e-8, weightDecay, decay = (n: string) => referenceDecay(n) } = options;
-    for (
-      const [what, value, ok] of [
-        ["lr", lr, lr >= 0],
-        ["eps", eps, eps >= 0],
-        ["weightDecay", weightDecay, weightDecay >= 0],
-        ["betas[0]", betas[0], betas[0] >= 0 && betas[0] < 1],
-        ["betas[1]", betas[1], betas[1] >= 0 && betas[1] < 1],
-      ] as const
-    ) {
-      if (!ok) throw new RangeError(`AdamW: invalid ${what} ${value}`);
-    }
+    const checks: [string, number, boolean][] = [
+      ["lr", lr, lr >= 0],
+      ["eps", eps, eps >= 0],
+      ["weightDecay", weightDecay, weightDecay >= 0],
+      ["betas[0]", betas[0], betas[0] >= 0 && betas[0] < 1],
+      ["betas[1]", betas[1], betas[1] >= 0 && betas[1] < 1],
+    ];
+    const bad = checks.find(([, , ok]) => !ok);
+    if (bad) throw new RangeError(`AdamW: invalid ${bad[0]} ${bad[1]}`);
     this.lr = lr;
     this.#betas = [betas[0], betas[1]];
     this.#eps = eps;
@@ -142,6 +140,7 @@ export class AdamW {
     for (const { name, tensor, weightDecay: own } of params) {
       if (names.has(name)) throw new RangeError(`AdamW: parameter name ${name} appears twice`);
       if (seen.has(tensor)) throw new RangeError(`AdamW: parameter ${name} is listed twice (under another name)`);
+      if (own !== undefined && !(own >= 0)) throw new RangeError(`AdamW: invalid weightDecay ${own} for ${name}`);
       if (tensor.dtype !== "float32") {
         throw new TypeError(
           `AdamW: parameter ${name} must be float32, got ${tensor.dtype} ${formatShape(tensor.shape)}`,
@@ -273,31 +272,13 @@ export function clipGradNorm(params: Iterable<Tensor>, maxNorm: number): Tensor 
     return Tensor.zeros(list[0].gpu, [1]);
   }
   const gpu = grads[0].gpu;
-  const sum = gpu.pipeline(KERNEL, {}, "sum_squares");
-  const sums = (n: number, out0: number, square: boolean, root: boolean) =>
-    new Params().u32(n).u32(NORM_CHUNK).u32(out0).u32(square ? 1 : 0).u32(root ? 1 : 0);
-  const wg = (n: number) => grid(n, 64, gpu.limits.maxComputeWorkgroupsPerDimension);
-  const chunks = (n: number) => Math.ceil(n / NORM_CHUNK);
-  let count = 0;
-  for (const g of grads) for (const [, n] of elementRanges(gpu, g.size)) count += chunks(n);
-  let partial = Tensor.empty(gpu, [count]);
-  let at = 0;
-  for (const g of grads) {
-    for (const [start, n] of elementRanges(gpu, g.size)) {
-      gpu.dispatch(sum, [g.range(start, n), partial.binding("norm partials")], sums(n, at, true, false), wg(chunks(n)));
-      at += chunks(n);
-    }
+  // Sum level by level; the level that leaves one value writes its square root, the norm.
+  let norm = sumLevel(gpu, grads, true);
+  while (norm.size > 1) {
+    const next = sumLevel(gpu, [norm], false);
+    norm.dispose();
+    norm = next;
   }
-  // Sum the partials level by level; the level that leaves one value writes its square root, the norm.
-  do {
-    const next = chunks(count);
-    const out = Tensor.empty(gpu, [next]);
-    gpu.dispatch(sum, [partial.binding("norm partials"), out.range()], sums(count, 0, false, next === 1), wg(next));
-    partial.dispose();
-    partial = out;
-    count = next;
-  } while (count > 1);
-  const norm = partial;
   const scale = gpu.pipeline(KERNEL, {}, "scale");
   for (const g of grads) {
     for (const [start, n] of elementRanges(gpu, g.size)) {
@@ -305,11 +286,37 @@ export function clipGradNorm(params: Iterable<Tensor>, maxNorm: number): Tensor 
         scale,
         [norm.range(), g.range(start, n)],
         new Params().u32(n).f32(maxNorm),
-        wg(Math.ceil(n / PER)),
+        grid(Math.ceil(n / PER), 64, gpu.limits.maxComputeWorkgroupsPerDimension),
       );
     }
   }
   return norm;
+}
+
+/**
+ * One level of the norm reduction: the sums (of squares when `square`) of each chunk of 1024 elements of every
+ * binding-sized range of `sources`, in order, as a new tensor; its square root when that leaves a single value.
+ */
+function sumLevel(gpu: Gpu, sources: readonly Tensor[], square: boolean): Tensor {
+  const chunks = (n: number) => Math.ceil(n / NORM_CHUNK);
+  const parts = sources.flatMap((t) => elementRanges(gpu, t.size).map(([start, n]) => ({ t, start, n })));
+  const total = parts.reduce((acc, part) => acc + chunks(part.n), 0);
+  const out = Tensor.empty(gpu, [total]);
+  const pipeline = gpu.pipeline(KERNEL, {}, "sum_squares");
+  const alignElems = gpu.limits.minStorageBufferOffsetAlignment / 4;
+  let at = 0;
+  for (const { t, start, n } of parts) {
+    // The outputs [at, at + chunks) bound from an aligned-down offset, `skip` elements before `at`.
+    const first = Math.floor(at / alignElems) * alignElems;
+    gpu.dispatch(
+      pipeline,
+      [t.range(start, n), out.range(first, at + chunks(n) - first)],
+      new Params().u32(n).u32(NORM_CHUNK).u32(at - first).u32(square ? 1 : 0).u32(total === 1 ? 1 : 0),
+      grid(chunks(n), 64, gpu.limits.maxComputeWorkgroupsPerDimension),
+    );
+    at += chunks(n);
+  }
+  return out;
 }
 
 /**

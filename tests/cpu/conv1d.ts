@@ -66,3 +66,54 @@ export function conv1dStepRef(
   }
   return { state: next, y };
 }
+
+/** Gradients of {@linkcode causalConv1dRef} (no history). */
+export interface Conv1dGradRef {
+  /** `[B, S, F]`. */
+  dx: Float64Array;
+  /** `[F, 1, KS]`. */
+  dweight: Float64Array;
+  /** `[F]`. */
+  dbias: Float64Array;
+}
+
+/**
+ * Gradients of `Σ dy · causalConv1dRef(x, ...)`, derived by hand: with pre = the convolution plus bias and
+ * g = dy · act'(pre) (swish' = σ(pre)·(1 + pre·(1 − σ(pre)))),
+ * `dx[b,s,f] = Σ_k w[f,k] · g[b, s + KS−1−k, f]`, `dweight[f,k] = Σ_{b,t} g[b,t,f] · x[b, t−(KS−1)+k, f]`,
+ * `dbias[f] = Σ_{b,t} g[b,t,f]`.
+ */
+export function causalConv1dBackwardRef(
+  dy: Float64Array,
+  x: Float64Array,
+  batch: number,
+  features: number,
+  weight: Float64Array,
+  bias: Float64Array | null,
+  swish: boolean,
+): Conv1dGradRef {
+  const seq = x.length / batch / features, taps = weight.length / features;
+  const pre = causalConv1dRef(x, batch, features, weight, bias);
+  const g = dy.map((v, i) => {
+    if (!swish) return v;
+    const s = 1 / (1 + Math.exp(-pre[i]));
+    return v * s * (1 + pre[i] * (1 - s));
+  });
+  const dx = new Float64Array(x.length), dweight = new Float64Array(weight.length);
+  const dbias = new Float64Array(features);
+  for (let b = 0; b < batch; b++) {
+    for (let t = 0; t < seq; t++) {
+      for (let f = 0; f < features; f++) {
+        const gv = g[(b * seq + t) * features + f];
+        dbias[f] += gv;
+        for (let k = 0; k < taps; k++) {
+          const s = t - (taps - 1) + k; // the input time tap k reads for output t
+          if (s < 0) continue;
+          dx[(b * seq + s) * features + f] += weight[f * taps + k] * gv;
+          dweight[f * taps + k] += gv * x[(b * seq + s) * features + f];
+        }
+      }
+    }
+  }
+  return { dx, dweight, dbias };
+}

@@ -149,3 +149,123 @@ export function mlstmStepRef(
   }
   return out;
 }
+
+/** Gradients of {@linkcode mlstmParallelBackwardRef}, head-major like its inputs. */
+export interface MlstmParallelGrads {
+  dq: Float64Array;
+  dk: Float64Array;
+  dv: Float64Array;
+  digate: Float64Array;
+  dfgate: Float64Array;
+}
+
+/**
+ * Reverse-mode gradient of {@linkcode mlstmParallelRef}'s h for an upstream gradient `dh` [B,NH,S,DHV], through
+ * every operation of `parallel_stabilized_simple` as PyTorch autograd sees it (spec A4.1, B2.5 `*_autograd`): the
+ * normaliser n_t = max(|Σ_s C[t,s]|, exp(−m_t)) (torch.maximum: the larger side gets the gradient, a tie half each;
+ * abs: sign(Σ)), the row max m_t (torch.max: all of it to the first argmax) and the cumsum F of logsigmoid(f̃).
+ * Each step below is one node of that graph, differentiated on its own.
+ */
+export function mlstmParallelBackwardRef(
+  q: ArrayLike<number>,
+  k: ArrayLike<number>,
+  v: ArrayLike<number>,
+  igate: ArrayLike<number>,
+  fgate: ArrayLike<number>,
+  dh: ArrayLike<number>,
+  d: MlstmDims,
+  eps = 1e-6,
+): MlstmParallelGrads {
+  const { seq: S, dqk, dv: DV } = d;
+  const pairs = d.batch * d.heads;
+  const scale = 1 / Math.sqrt(dqk);
+  const out: MlstmParallelGrads = {
+    dq: new Float64Array(pairs * S * dqk),
+    dk: new Float64Array(pairs * S * dqk),
+    dv: new Float64Array(pairs * S * DV),
+    digate: new Float64Array(pairs * S),
+    dfgate: new Float64Array(pairs * S),
+  };
+  for (let p = 0; p < pairs; p++) {
+    const row = (x: ArrayLike<number>, t: number, w: number): ArrayLike<number> =>
+      Array.prototype.slice.call(x, (p * S + t) * w, (p * S + t + 1) * w);
+    const dot = (a: ArrayLike<number>, b: ArrayLike<number>): number => {
+      let s = 0;
+      for (let e = 0; e < a.length; e++) s += a[e] * b[e];
+      return s;
+    };
+    const Q = Array.from({ length: S }, (_, t) => row(q, t, dqk));
+    const K = Array.from({ length: S }, (_, t) => row(k, t, dqk));
+    const V = Array.from({ length: S }, (_, t) => row(v, t, DV));
+    const dH = Array.from({ length: S }, (_, t) => row(dh, t, DV));
+    const ig = Array.prototype.slice.call(igate, p * S, (p + 1) * S) as number[];
+    const fg = Array.prototype.slice.call(fgate, p * S, (p + 1) * S) as number[];
+    // Forward, keeping every intermediate.
+    const F = new Float64Array(S);
+    for (let t = 0, sum = 0; t < S; t++) F[t] = sum += logSigmoid(fg[t]);
+    const dF = new Float64Array(S), dI = new Float64Array(S);
+    for (let t = 0; t < S; t++) {
+      const logD = new Float64Array(t + 1), D = new Float64Array(t + 1), qk = new Float64Array(t + 1);
+      const C = new Float64Array(t + 1);
+      let m = -Infinity, argmax = 0;
+      for (let s = 0; s <= t; s++) {
+        logD[s] = F[t] - F[s] + ig[s];
+        if (logD[s] > m) [m, argmax] = [logD[s], s];
+      }
+      let sum = 0;
+      for (let s = 0; s <= t; s++) {
+        D[s] = Math.exp(logD[s] - m);
+        qk[s] = dot(Q[t], K[s]) * scale;
+        C[s] = qk[s] * D[s];
+        sum += C[s];
+      }
+      const expM = Math.exp(-m);
+      const n = Math.max(Math.abs(sum), expM);
+      // h_t = Σ_s (C[s] / (n + eps)) v_s.
+      const dW = new Float64Array(t + 1);
+      for (let s = 0; s <= t; s++) {
+        dW[s] = dot(dH[t], V[s]);
+        for (let j = 0; j < DV; j++) out.dv[(p * S + s) * DV + j] += (C[s] / (n + eps)) * dH[t][j];
+      }
+      // W = C / (n + eps): to C directly and to n.
+      const dC = new Float64Array(t + 1);
+      let dn = 0;
+      for (let s = 0; s <= t; s++) {
+        dC[s] = dW[s] / (n + eps);
+        dn -= (dW[s] * C[s]) / (n + eps) ** 2;
+      }
+      // n = maximum(|sum|, exp(−m)).
+      const share = Math.abs(sum) > expM ? 1 : Math.abs(sum) === expM ? 0.5 : 0;
+      const dSum = dn * share * Math.sign(sum);
+      let dm = -dn * (1 - share) * expM;
+      for (let s = 0; s <= t; s++) dC[s] += dSum;
+      // C = qk·D, qk = q·k·scale, D = exp(logD − m), m = max(logD).
+      for (let s = 0; s <= t; s++) {
+        const dQK = dC[s] * D[s];
+        for (let e = 0; e < dqk; e++) {
+          out.dq[(p * S + t) * dqk + e] += dQK * K[s][e] * scale;
+          out.dk[(p * S + s) * dqk + e] += dQK * Q[t][e] * scale;
+        }
+      }
+      const dLogD = new Float64Array(t + 1);
+      for (let s = 0; s <= t; s++) {
+        dLogD[s] = dC[s] * qk[s] * D[s];
+        dm -= dLogD[s];
+      }
+      dLogD[argmax] += dm;
+      // logD[t,s] = F_t − F_s + ĩ_s.
+      for (let s = 0; s <= t; s++) {
+        dF[t] += dLogD[s];
+        dF[s] -= dLogD[s];
+        dI[s] += dLogD[s];
+      }
+    }
+    // F = cumsum(logsigmoid(f̃)): d lf_u = Σ_{t≥u} dF_t; logsigmoid'(x) = sigmoid(−x).
+    for (let u = S - 1, acc = 0; u >= 0; u--) {
+      acc += dF[u];
+      out.dfgate[p * S + u] = acc / (1 + Math.exp(fg[u]));
+      out.digate[p * S + u] = dI[u];
+    }
+  }
+  return out;
+}
