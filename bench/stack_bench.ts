@@ -4,6 +4,7 @@
  * prints ms per forward, tokens/s and dispatches per forward.
  */
 
+import { noGrad } from "../src/autograd.ts";
 import { createGpu } from "../src/gpu/device.ts";
 import { xLSTMBlockStackConfig } from "../src/config.ts";
 import { xLSTMBlockStack } from "../src/models/block_stack.ts";
@@ -22,7 +23,7 @@ const x = Tensor.fromHost(gpu, {
 
 /** One forward and one wait for it. */
 async function forward(): Promise<void> {
-  stack.apply(x).dispose();
+  noGrad(() => stack.apply(x)).dispose();
   await gpu.finish();
 }
 

@@ -10,6 +10,7 @@
 import { parseArgs } from "node:util";
 import {
   checkLoopLimit,
+  noGrad,
   getGpu,
   Rng,
   Tensor,
@@ -40,9 +41,9 @@ const x = await Tensor.from({
   shape: [B, S, 128],
   data: Float32Array.from(rng.normals(B * S * 128)),
 });
-await (await stack.forward(x)).toHost(); // compile pipelines
+await noGrad(() => stack.apply(x)).toHost(); // compile pipelines
 let t0 = performance.now();
-const y = await (await stack.forward(x)).toHost();
+const y = await noGrad(() => stack.apply(x)).toHost();
 let ms = performance.now() - t0;
 console.log(
   `xLSTMBlockStack (${stack.numParameters().toLocaleString()} params): x [${x.shape}] -> y [${y.shape}] ` +
@@ -58,7 +59,7 @@ const ids = await Tensor.from({
   data: Int32Array.from({ length: B * S }, () => rng.int(50304)),
 });
 t0 = performance.now();
-const logits = await (await lm.forward(ids)).toHost();
+const logits = await noGrad(() => lm.apply(ids)).toHost();
 ms = performance.now() - t0;
 console.log(
   `xLSTMLMModel (${lm.numParameters().toLocaleString()} params): ids [${ids.shape}] -> logits [${logits.shape}] ` +
