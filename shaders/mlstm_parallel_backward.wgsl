@@ -102,9 +102,9 @@ fn rows(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   var best = 0.0;
   var arg = 0u;
   for (var s = 0u; s <= t; s++) {
-    let a = r_igate[p.i_base + (r + s) * p.i_stride + h] - r_lf[p.lf_base + pair * p.seq + s];
-    if (s == 0u || a > best) {
-      best = a;
+    let score = r_igate[p.i_base + (r + s) * p.i_stride + h] - r_lf[p.lf_base + pair * p.seq + s];
+    if (s == 0u || score > best) {
+      best = score;
       arg = s;
     }
   }

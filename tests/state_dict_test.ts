@@ -148,12 +148,16 @@ Deno.test("README LM: 100 state_dict keys, 13,642,672 parameters; tied head in s
   } finally {
     lm.dispose();
   }
-  // Tied: the head is the embedding, so named_parameters lists it once (spec A6, A7); its state_dict entry is E11's.
+  // Tied: the head is the embedding, so named_parameters() lists it once (spec A6, A7); its state_dict entry is E11's.
   const tied = await xLSTMLMModel.create(xLSTMLMModelConfig(`${README_LM_YAML}tie_weights: true\n`), { gpu, seed: 1 });
   try {
-    const names = [...tied.namedParameters()].map(([k]) => k);
+    const names = [...tied.namedParameters({ removeDuplicate: true })].map(([k]) => k);
     assert.equal(names.length, 99);
     assert.ok(names.includes("token_embedding.weight") && !names.includes("lm_head.weight"));
+    // Without deduplication both tied names are listed, sharing one tensor (and so one summed gradient).
+    const all = new Map(tied.namedParameters());
+    assert.equal(all.size, 100);
+    assert.equal(all.get("lm_head.weight"), all.get("token_embedding.weight"));
     assert.equal(tied.numParameters(), 13_642_672 - 50304 * 128);
   } finally {
     tied.dispose();

@@ -41,15 +41,19 @@ export class Module {
     return this.scope.gpu;
   }
 
-  /** `(name, parameter)` pairs as `named_parameters()` lists them (tied weights once). */
-  namedParameters(): Iterable<[string, Tensor]> {
-    return this.scope.store.named(this.scope.prefix);
+  /**
+   * `(name, parameter)` pairs under every parameter name of the state_dict, tied names included, each with the
+   * shared tensor (and so the summed `.grad`): PyTorch's `named_parameters(remove_duplicate=False)`. Pass
+   * `{ removeDuplicate: true }` for PyTorch's default, each tensor once (what an optimizer should get).
+   */
+  namedParameters(options: { removeDuplicate?: boolean } = {}): Iterable<[string, Tensor]> {
+    return this.scope.store.named(this.scope.prefix, !options.removeDuplicate);
   }
 
-  /** Total number of parameter elements. */
+  /** Total number of parameter elements, each tied tensor counted once. */
   numParameters(): number {
     let n = 0;
-    for (const [, p] of this.namedParameters()) n += p.size;
+    for (const [, p] of this.namedParameters({ removeDuplicate: true })) n += p.size;
     return n;
   }
 

@@ -93,9 +93,10 @@ export class ParameterStore {
     return this.#entry(name).tensor;
   }
 
-  /** Parameters under `prefix`, names relative to it, aliases excluded (as `named_parameters()`). */
-  named(prefix = ""): [string, Tensor][] {
-    return [...this.#entries].filter(([k]) => k.startsWith(prefix)).map(([k, e]) => [k.slice(prefix.length), e.tensor]);
+  /** Parameters under `prefix`, names relative to it; tied names (aliases) only with `includeAliases`. */
+  named(prefix = "", includeAliases = false): [string, Tensor][] {
+    const names = [...this.#entries.keys(), ...(includeAliases ? this.#aliases.keys() : [])];
+    return names.filter((k) => k.startsWith(prefix)).map((k) => [k.slice(prefix.length), this.#entry(k).tensor]);
   }
 
   /** The state_dict names under `prefix` with their stored shapes, aliases included, in order. */

@@ -19,7 +19,12 @@ import {
 } from "../ops/gated_activation.ts";
 import { linearHeadwise as linearHeadwiseKernel, linearHeadwiseBackward } from "../ops/linear_headwise.ts";
 import { gemm, linear as linearKernel } from "../ops/matmul.ts";
-import { mlstmParallelForward, type MlstmParallelOptions } from "../ops/mlstm.ts";
+import {
+  mlstmParallelBackward,
+  mlstmParallelForward,
+  mlstmParallelForwardWithCache,
+  type MlstmParallelOptions,
+} from "../ops/mlstm.ts";
 import { norm as normKernel, normBackward, type NormOptions } from "../ops/norm.ts";
 import {
   add as addKernel,
@@ -205,7 +210,10 @@ export function mlstmOutputGate(hNorm: Tensor, skip: Tensor, xConv: Tensor, z: M
   });
 }
 
-/** The parallel stabilized mLSTM cell (spec A4.1) over views of `B·S` rows; returns h `[B, S, NH·DHV]`. */
+/**
+ * The parallel stabilized mLSTM cell (spec A4.1) over views of `B·S` rows; returns h `[B, S, NH·DHV]`. The backward
+ * differentiates through everything, normaliser and row max included, as PyTorch autograd does on the reference.
+ */
 export function mlstmParallel(
   q: MatrixView,
   k: MatrixView,
@@ -214,5 +222,22 @@ export function mlstmParallel(
   fgate: MatrixView,
   options: MlstmParallelOptions,
 ): Tensor {
-  return mlstmParallelForward(q, k, v, igate, fgate, options);
+  if (!needsGrad(q, k, v, igate, fgate)) return mlstmParallelForward(q, k, v, igate, fgate, options);
+  const { h, cache } = mlstmParallelForwardWithCache(q, k, v, igate, fgate, options);
+  const views = [q, k, v, igate, fgate];
+  const cached = [cache.weights, cache.logForget, cache.m, cache.n];
+  const out = record(
+    h,
+    "mlstmParallel",
+    views.map((x) => x.tensor),
+    [...views.map((x) => x.tensor), ...cached],
+    (dh, s) => {
+      const [qs, ks, vs, is, fs] = views.map((x, i) => ({ ...x, tensor: s[i] }));
+      const [weights, logForget, m, n] = s.slice(5);
+      const g = mlstmParallelBackward(dh, qs, ks, vs, is, fs, { weights, logForget, m, n }, options);
+      return [gradFor(q, g.dq), gradFor(k, g.dk), gradFor(v, g.dv), gradFor(igate, g.digate), gradFor(fgate, g.dfgate)];
+    },
+  );
+  for (const t of cached) t.dispose();
+  return out;
 }

@@ -165,6 +165,11 @@ export interface MlstmParallelGrads {
  * normaliser n_t = max(|Σ_s C[t,s]|, exp(−m_t)) (torch.maximum: the larger side gets the gradient, a tie half each;
  * abs: sign(Σ)), the row max m_t (torch.max: all of it to the first argmax) and the cumsum F of logsigmoid(f̃).
  * Each step below is one node of that graph, differentiated on its own.
+ *
+ * With `magnitudes`, every sum of the backward instead adds the absolute values of its terms (the forward unchanged),
+ * so that the result bounds the cancellation in each gradient: computed in floating point with unit roundoff u, a
+ * gradient errs by about γ·u times its magnitude, γ counting the roundings along the chain. (Two sums that cancel
+ * exactly are taken in closed form; see below.)
  */
 export function mlstmParallelBackwardRef(
   q: ArrayLike<number>,
@@ -175,10 +180,13 @@ export function mlstmParallelBackwardRef(
   dh: ArrayLike<number>,
   d: MlstmDims,
   eps = 1e-6,
+  magnitudes = false,
 ): MlstmParallelGrads {
   const { seq: S, dqk, dv: DV } = d;
   const pairs = d.batch * d.heads;
   const scale = 1 / Math.sqrt(dqk);
+  const A = (x: number): number => magnitudes ? Math.abs(x) : x;
+  const minus = magnitudes ? 1 : -1;
   const out: MlstmParallelGrads = {
     dq: new Float64Array(pairs * S * dqk),
     dk: new Float64Array(pairs * S * dqk),
@@ -224,41 +232,46 @@ export function mlstmParallelBackwardRef(
       // h_t = Σ_s (C[s] / (n + eps)) v_s.
       const dW = new Float64Array(t + 1);
       for (let s = 0; s <= t; s++) {
-        dW[s] = dot(dH[t], V[s]);
-        for (let j = 0; j < DV; j++) out.dv[(p * S + s) * DV + j] += (C[s] / (n + eps)) * dH[t][j];
+        for (let j = 0; j < DV; j++) {
+          dW[s] += A(dH[t][j] * V[s][j]);
+          out.dv[(p * S + s) * DV + j] += A(C[s] / (n + eps)) * A(dH[t][j]);
+        }
       }
       // W = C / (n + eps): to C directly and to n.
       const dC = new Float64Array(t + 1);
       let dn = 0;
       for (let s = 0; s <= t; s++) {
         dC[s] = dW[s] / (n + eps);
-        dn -= (dW[s] * C[s]) / (n + eps) ** 2;
+        dn += minus * (dW[s] * A(C[s])) / (n + eps) ** 2;
       }
       // n = maximum(|sum|, exp(−m)).
       const share = Math.abs(sum) > expM ? 1 : Math.abs(sum) === expM ? 0.5 : 0;
-      const dSum = dn * share * Math.sign(sum);
-      let dm = -dn * (1 - share) * expM;
+      const dSum = dn * share * A(Math.sign(sum));
+      let dm = minus * dn * (1 - share) * expM;
       for (let s = 0; s <= t; s++) dC[s] += dSum;
       // C = qk·D, qk = q·k·scale, D = exp(logD − m), m = max(logD).
       for (let s = 0; s <= t; s++) {
         const dQK = dC[s] * D[s];
         for (let e = 0; e < dqk; e++) {
-          out.dq[(p * S + t) * dqk + e] += dQK * K[s][e] * scale;
-          out.dk[(p * S + s) * dqk + e] += dQK * Q[t][e] * scale;
+          out.dq[(p * S + t) * dqk + e] += dQK * A(K[s][e]) * scale;
+          out.dk[(p * S + s) * dqk + e] += dQK * A(Q[t][e]) * scale;
         }
       }
       const dLogD = new Float64Array(t + 1);
       for (let s = 0; s <= t; s++) {
-        dLogD[s] = dC[s] * qk[s] * D[s];
-        dm -= dLogD[s];
+        dLogD[s] = dC[s] * A(qk[s]) * D[s];
+        dm += minus * dLogD[s];
       }
-      dLogD[argmax] += dm;
+      // With magnitudes, the max's gradient (which sums to −(dH_t·h_t)·eps/(n_t + eps)) is left out, and the row's
+      // sum of d logD counts as the exp(−m) side's term it equals: an implementation forms both in closed form,
+      // without the cancellation of this graph.
+      if (!magnitudes) dLogD[argmax] += dm;
       // logD[t,s] = F_t − F_s + ĩ_s.
       for (let s = 0; s <= t; s++) {
-        dF[t] += dLogD[s];
-        dF[s] -= dLogD[s];
+        dF[s] += minus * dLogD[s];
         dI[s] += dLogD[s];
       }
+      dF[t] += magnitudes ? dn * (1 - share) * expM : dLogD.reduce((a, b) => a + b, 0);
     }
     // F = cumsum(logsigmoid(f̃)): d lf_u = Σ_{t≥u} dF_t; logsigmoid'(x) = sigmoid(−x).
     for (let u = S - 1, acc = 0; u >= 0; u--) {
