@@ -79,3 +79,4 @@ export * from "./src/data/parity.ts";
 export * from "./src/data/mqar.ts";
 export * from "./src/data/random.ts";
 export { resolveInterpolations } from "./src/data/interpolate.ts";
+export { xLSTMLarge, type xLSTMLargeGenerateOptions, type xLSTMLargeState } from "./src/models/xlstm_large.ts";
