@@ -1,0 +1,271 @@
+/**
+ * The chunkwise mLSTM forward (spec B2.3, the `mlstm_kernels` convention: keys unscaled in the state, q·k, q·C and
+ * q·n scaled by DHQK^(-1/2), m_0 = 0 without a state), as used by xLSTM Large for prefill with a final state.
+ *
+ * Views as in `./mlstm.ts`: rows are `b·S + t`, head `h` owns columns `[h·DH, (h+1)·DH)`, one gate column per
+ * head. The sequence is processed in segments of whole chunks (as many as the bindings and loop bounds allow, the
+ * state carried between them); per segment: a gate scan, the chunk-local states Ĉ = (wK)ᵀ·V by batched gemm, a
+ * scan over the chunks giving the state before each chunk, batched gemms Q·[C|n] and Q·Kᵀ, a row pass (stabiliser,
+ * normaliser, intra-chunk weights, inter-chunk part of h) and a batched gemm adding W·V to h. See
+ * shaders/mlstm_chunkwise_forward.wgsl.
+ *
+ * @module
+ */
+
+import code from "../../shaders/mlstm_chunkwise_forward.wgsl" with { type: "text" };
+import { type BufferRange, grid, Params } from "../gpu/runtime.ts";
+import { formatShape } from "../host_tensor.ts";
+import { expectShape, type MatrixView, Tensor } from "../tensor.ts";
+import { gemm, type GemmOptions } from "./matmul.ts";
+import { MLSTM_MAX_LOOP, type MlstmState } from "./mlstm.ts";
+
+const KERNEL = { name: "mlstm_chunkwise_forward", code };
+const WORKGROUP = 64;
+const DEFAULT_EPS = 1e-6;
+/** Bytes one scratch buffer of a segment may take at most (beside the binding limit), to bound memory. */
+const SEGMENT_BYTES = 256 << 20;
+
+/** Options of {@linkcode mlstmChunkwiseForward}. */
+export interface MlstmChunkwiseOptions {
+  /** Batch size B; the views have B·S rows. */
+  batch: number;
+  /** Number of heads NH. */
+  numHeads: number;
+  /** Chunk length L; S must be a multiple of it. */
+  chunkSize: number;
+  /** Added to the normaliser (default 1e-6, as the reference). */
+  eps?: number;
+  /**
+   * Most chunks per segment (one round of dispatches). By default as many as the storage bindings, 256 MiB of
+   * scratch per buffer and the loop bound allow; tests lower it to exercise the carried state.
+   */
+  chunksPerSegment?: number;
+}
+
+/** The output and final state of {@linkcode mlstmChunkwiseForward}. */
+export interface MlstmChunkwiseResult extends MlstmState {
+  /** Cell output h̃ [B, S, NH·DHV]. */
+  h: Tensor;
+}
+
+/**
+ * The chunkwise mLSTM forward: h̃ `[B, S, NH·DHV]` and the final state (C [B,NH,DHQK,DHV], n [B,NH,DHQK], m [B,NH],
+ * fresh tensors) from q, k `[B·S, NH·DHQK]`, v `[B·S, NH·DHV]`, gate pre-activations `[B·S, NH]` and an initial
+ * state (null: zeros, m = 0), which is only read. S must be a multiple of `chunkSize` (the caller runs a remainder
+ * through smaller chunks or the recurrent step, as the reference's inference wrapper does).
+ */
+export function mlstmChunkwiseForward(
+  q: MatrixView,
+  k: MatrixView,
+  v: MatrixView,
+  igate: MatrixView,
+  fgate: MatrixView,
+  state: MlstmState | null,
+  options: MlstmChunkwiseOptions,
+): MlstmChunkwiseResult {
+  const op = "mlstmChunkwiseForward";
+  const { batch, numHeads: heads, chunkSize: len, eps = DEFAULT_EPS } = options;
+  positive(op, "batch", batch);
+  positive(op, "numHeads", heads);
+  positive(op, "chunkSize", len);
+  const rows = q.rows;
+  if (rows === 0 || rows % batch !== 0) {
+    throw new RangeError(`${op}: q has ${rows} rows, not a positive multiple of batch ${batch}`);
+  }
+  const seq = rows / batch;
+  if (seq % len !== 0) {
+    throw new RangeError(`${op}: S = ${seq} is not a multiple of chunkSize ${len}; run the remainder separately`);
+  }
+  const dqk = headDim(op, "q", q, heads);
+  const dv = headDim(op, "v", v, heads);
+  for (
+    const [name, x, cols] of [["q", q, q.cols], ["k", k, q.cols], ["v", v, v.cols], ["igate", igate, heads], [
+      "fgate",
+      fgate,
+      heads,
+    ]] as const
+  ) checkView(op, name, x, rows, cols);
+  if (3 * len + dv > MLSTM_MAX_LOOP) {
+    throw new RangeError(
+      `${op}: chunkSize ${len} and DHV ${dv} need ${3 * len + dv} loop trips per invocation, more than ` +
+        `${MLSTM_MAX_LOOP}`,
+    );
+  }
+  const gpu = q.tensor.gpu;
+  const pairs = batch * heads;
+  const width = dqk * (dv + 1); // an augmented state [C | n]
+  const shapes = { c: [batch, heads, dqk, dv], n: [batch, heads, dqk], m: [batch, heads] };
+  if (state) {
+    expectShape(`${op}: state.c`, state.c, shapes.c);
+    expectShape(`${op}: state.n`, state.n, shapes.n);
+    expectShape(`${op}: state.m`, state.m, shapes.m);
+  }
+  // Scratch bytes per chunk of a segment, of the largest buffer: the augmented states, weighted keys, Q·[C|n] or
+  // the scores.
+  const perChunk = 4 * pairs * Math.max(width, len * Math.max(dqk, dv + 1, len, 3));
+  const room = Math.min(gpu.maxBinding, SEGMENT_BYTES);
+  if (perChunk > room) {
+    throw new RangeError(
+      `${op}: one chunk of ${pairs} (batch, head) pairs needs ${perChunk} bytes of scratch, more than ${room}; ` +
+        `split the batch`,
+    );
+  }
+  const chunks = seq / len;
+  const perSegment = Math.min(chunks, Math.floor(room / perChunk), MLSTM_MAX_LOOP, options.chunksPerSegment ?? chunks);
+  positive(op, "chunksPerSegment", perSegment);
+  const segLen = perSegment * len;
+  const scratch = {
+    gate: Tensor.empty(gpu, [pairs, segLen, 3]),
+    chunk: Tensor.empty(gpu, [pairs, perSegment, 2]),
+    weighted: Tensor.empty(gpu, [pairs, segLen, dqk]),
+    local: Tensor.empty(gpu, [pairs, perSegment, width]),
+    before: Tensor.empty(gpu, [pairs, perSegment, width]),
+    mBefore: Tensor.empty(gpu, [pairs, perSegment]),
+    inter: Tensor.empty(gpu, [pairs, segLen, dv + 1]),
+    scores: Tensor.empty(gpu, [pairs, segLen, len]),
+  };
+  const fresh = (): MlstmState => ({
+    c: Tensor.empty(gpu, shapes.c),
+    n: Tensor.empty(gpu, shapes.n),
+    m: Tensor.empty(gpu, shapes.m),
+  });
+  const zeros = state
+    ? null
+    : { c: Tensor.zeros(gpu, shapes.c), n: Tensor.zeros(gpu, shapes.n), m: Tensor.zeros(gpu, shapes.m) };
+  const segments = Math.ceil(chunks / perSegment);
+  const out = { h: Tensor.empty(gpu, [batch, seq, heads * dv]), ...fresh() };
+  const spare = segments > 1 ? fresh() : null;
+  const hView: MatrixView = { tensor: out.h, rows, cols: heads * dv, offset: 0, stride: heads * dv };
+  const [gates, keys, scan, rowPass] = ["gates", "keys", "scan", "rows"].map((e) => gpu.pipeline(KERNEL, {}, e));
+  try {
+    let from = (state ?? zeros)!;
+    for (let s = 0; s < segments; s++) {
+      const t0 = s * segLen;
+      const nc = Math.min(perSegment, chunks - s * perSegment);
+      // The last segment writes the returned state; earlier ones alternate so that none reads what it writes.
+      const to = (segments - 1 - s) % 2 === 0 ? out : spare!;
+      const params = (total: number): Params =>
+        new Params().u32(heads).u32(len).u32(nc).u32(seq).u32(t0).u32(dqk).u32(dv).u32(total)
+          .u32(k.offset).u32(k.stride).u32(igate.offset).u32(igate.stride).u32(fgate.offset).u32(fgate.stride)
+          .u32(hView.stride).f32(1 / Math.sqrt(dqk)).f32(eps);
+      const bind = (t: Tensor, name: string): BufferRange => t.binding(`${op}: ${name}`);
+      const run = (pipe: GPUComputePipeline, bindings: BufferRange[], total: number): void =>
+        gpu.dispatch(pipe, bindings, params(total), grid(total, WORKGROUP));
+      run(gates, [
+        bind(igate.tensor, "igate"),
+        bind(fgate.tensor, "fgate"),
+        bind(scratch.gate, "gates"),
+        bind(scratch.chunk, "chunk gates"),
+      ], pairs * nc);
+      run(keys, [
+        bind(k.tensor, "k"),
+        bind(scratch.gate, "gates"),
+        bind(scratch.chunk, "chunk gates"),
+        bind(scratch.weighted, "weighted keys"),
+        bind(scratch.local, "chunk states"),
+      ], pairs * nc * dqk);
+
+      // Per batch element, a (head, chunk) batch of products on [L, ·] chunks of the views and scratch.
+      const perBatch = (a: Operand, bm: Operand, c: Operand, opts: GemmOptions): void => {
+        gemm(a[0], bm[0], c[0], { ...opts, batch: { count: [heads, nc], a: a[1], b: bm[1], c: c[1] } });
+      };
+      const input = (x: MatrixView, b: number, dh: number): Operand => [
+        { tensor: x.tensor, rows: len, cols: dh, offset: x.offset + (b * seq + t0) * x.stride, stride: x.stride },
+        [dh, len * x.stride],
+      ];
+      // [r, cols] blocks in rows of ld, one per chunk, chunks of a pair consecutive (the segment's compact layout).
+      const pairMajor = (t: Tensor, b: number, r: number, cols: number, ld: number): Operand => [
+        { tensor: t, rows: r, cols, offset: b * heads * nc * r * ld, stride: ld },
+        [nc * r * ld, r * ld],
+      ];
+      for (let b = 0; b < batch; b++) {
+        const local = pairMajor(scratch.local, b, dqk, dv, dv + 1);
+        perBatch(pairMajor(scratch.weighted, b, len, dqk, dqk), input(v, b, dv), local, {
+          transposeA: true,
+          label: `${op} (wkᵀ·v)`,
+        });
+      }
+      run(scan, [
+        bind(scratch.chunk, "chunk gates"),
+        bind(scratch.local, "chunk states"),
+        bind(from.c, "state.c"),
+        bind(from.n, "state.n"),
+        bind(from.m, "state.m"),
+        bind(scratch.before, "states before the chunks"),
+        bind(scratch.mBefore, "m before the chunks"),
+        bind(to.c, "c"),
+        bind(to.n, "n"),
+        bind(to.m, "m"),
+      ], pairs * width);
+      for (let b = 0; b < batch; b++) {
+        const before = pairMajor(scratch.before, b, dqk, dv + 1, dv + 1);
+        const inter = pairMajor(scratch.inter, b, len, dv + 1, dv + 1);
+        perBatch(input(q, b, dqk), before, inter, { label: `${op} (q·[c|n])` });
+        const scores = pairMajor(scratch.scores, b, len, len, len);
+        perBatch(input(q, b, dqk), input(k, b, dqk), scores, {
+          transposeB: true,
+          triangular: "lowerC",
+          label: `${op} (q·kᵀ)`,
+        });
+      }
+      run(rowPass, [
+        bind(scratch.gate, "gates"),
+        bind(scratch.mBefore, "m before the chunks"),
+        bind(scratch.inter, "q·[c|n]"),
+        bind(scratch.scores, "weights"),
+        bind(out.h, "h"),
+      ], pairs * nc * len);
+      for (let b = 0; b < batch; b++) {
+        const weights = pairMajor(scratch.scores, b, len, len, len);
+        perBatch(weights, input(v, b, dv), input(hView, b, dv), {
+          accumulate: true,
+          triangular: "lowerA",
+          label: `${op} (w·v)`,
+        });
+      }
+      from = to;
+    }
+  } catch (e) {
+    for (const t of Object.values(out)) t.dispose();
+    throw e;
+  } finally {
+    for (const t of [...Object.values(scratch), ...Object.values(spare ?? {}), ...Object.values(zeros ?? {})]) {
+      t.dispose();
+    }
+  }
+  return out;
+}
+
+/** A view of the first product of a (head, chunk) batch and its strides [next head, next chunk]. */
+type Operand = [MatrixView, [number, number]];
+
+function positive(op: string, name: string, value: number): void {
+  if (!Number.isInteger(value) || value < 1) {
+    throw new RangeError(`${op}: ${name} must be a positive integer, got ${value}`);
+  }
+}
+
+/** Columns per head of a view, which must split evenly over the heads. */
+function headDim(op: string, name: string, x: MatrixView, heads: number): number {
+  if (x.cols % heads !== 0 || x.cols === 0) {
+    throw new RangeError(`${op}: ${name} has ${x.cols} columns, which numHeads ${heads} does not divide`);
+  }
+  return x.cols / heads;
+}
+
+/** Throws unless the view is `[rows, cols]` of float32 and lies inside its tensor; messages name the view. */
+function checkView(op: string, name: string, x: MatrixView, rows: number, cols: number): void {
+  if (x.rows !== rows || x.cols !== cols) {
+    throw new RangeError(
+      `${op}: ${name}: expected shape ${formatShape([rows, cols])}, got ${formatShape([x.rows, x.cols])}`,
+    );
+  }
+  if (x.tensor.dtype !== "float32") throw new TypeError(`${op}: ${name} must be float32, got ${x.tensor.dtype}`);
+  const end = x.offset + (rows - 1) * x.stride + cols;
+  if (x.offset < 0 || (rows > 1 && x.stride < cols) || end > x.tensor.size) {
+    throw new RangeError(
+      `${op}: ${name} view [${rows}, ${cols}] (offset ${x.offset}, stride ${x.stride}) does not fit in its tensor ` +
+        formatShape(x.tensor.shape),
+    );
+  }
+}
