@@ -150,6 +150,48 @@ Deno.test("xLSTMLarge: decoding from a prefill state equals one longer prefill",
   model.dispose();
 });
 
+Deno.test("xLSTMLarge: prefill through the chunk cascade and remainder equals step-by-step decoding", async () => {
+  const gpu = await testGpu(), rng = freshRng("xlstm_large cascade");
+  // chunk 16, S 21: 16 chunkwise + 5 steps (the golden generate case); S 37, B 2: 2×16 + 5 with per-sequence copies;
+  // chunk 32, S 53: 32 + 16 + 5, the halving cascade.
+  for (const [chunk, B, S] of [[16, 1, 21], [16, 2, 37], [32, 2, 53]]) {
+    const cfg = xLSTMLargeConfig({
+      embedding_dim: 16,
+      num_heads: 2,
+      num_blocks: 2,
+      vocab_size: 20,
+      qk_dim_factor: 0.5,
+      chunk_size: chunk,
+    });
+    const model = await xLSTMLarge.create(cfg, { gpu, seed: Math.floor(rng.uniform() * 2 ** 31) });
+    const all = Int32Array.from({ length: B * S }, () => Math.floor(rng.uniform() * 20));
+    const step = (t: number) =>
+      Tensor.fromHost(gpu, {
+        dtype: "int32",
+        shape: [B, 1],
+        data: Int32Array.from({ length: B }, (_, b) => all[b * S + t]),
+      });
+    await noGrad(async () => {
+      const [logits, prefillState] = model.apply(Tensor.fromHost(gpu, { dtype: "int32", shape: [B, S], data: all }));
+      const got = f32(await logits.toHost()), V = 20, want = new Float32Array(B * S * V);
+      let state: xLSTMLargeState | undefined;
+      for (let t = 0; t < S; t++) {
+        const [l, s] = model.apply(step(t), state);
+        if (state) disposeState(state);
+        state = s;
+        const h = f32(await l.toHost());
+        for (let b = 0; b < B; b++) want.set(h.subarray(b * V, (b + 1) * V), (b * S + t) * V);
+      }
+      assertClose(got, want, 1e-5, `chunk ${chunk} B ${B} S ${S} logits`);
+      for (let i = 0; i < 2; i++) {
+        const [x, y] = [await Tensor.toHostAll(prefillState[i]), await Tensor.toHostAll(state![i])];
+        x.forEach((h, j) => assertClose(f32(h), f32(y[j]), 1e-5, `chunk ${chunk} B ${B} S ${S} state ${i}.${j}`));
+      }
+    });
+    model.dispose();
+  }
+});
+
 Deno.test("xLSTMLarge: 7B parameter names and shapes at small size; PyTorch-default init", async () => {
   const gpu = await testGpu();
   const cfg = xLSTMLargeConfig({ embedding_dim: 64, num_heads: 4, num_blocks: 1, vocab_size: 30 });

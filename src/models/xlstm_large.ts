@@ -6,11 +6,12 @@
  * @module
  */
 
-import { noGrad, record } from "../autograd.ts";
+import { needsGrad, noGrad, record } from "../autograd.ts";
 import type { xLSTMLargeConfig } from "../config.ts";
 import { formatShape } from "../host_tensor.ts";
 import { add, concatColumns, embedding, gatedActivation, linear, mlstmParallel, norm } from "../nn/functional.ts";
 import { mlstmRecurrentStep, type MlstmState } from "../ops/mlstm.ts";
+import { mlstmChunkwiseForward } from "../ops/mlstm_chunkwise.ts";
 import type { NormOptions } from "../ops/norm.ts";
 import {
   addInto,
@@ -132,9 +133,10 @@ function timeRows(x: Tensor, B: number, S: number, t: number): MatrixView {
  * reference has no custom init). Only `weight_mode: "single"` is supported.
  *
  * The cell follows the reference's inference math in every mode: the stabiliser starts at m = 0 and the states keep
- * keys unscaled. A forward without a state computes h with the parallel kernel (differentiable) and the final state
- * with the recurrent step; a forward from a state runs the recurrent step token by token and records no gradients
- * (the step has no backward). The returned states are fresh tensors: the caller's are never overwritten (unlike the
+ * keys unscaled. Inference (from a state, or without gradients) runs the reference's inference wrapper: the
+ * chunkwise kernel over a cascade of chunk sizes, then the recurrent step for a remainder under 16 tokens; it records
+ * no gradients (neither has a backward). A forward that needs gradients computes h with the parallel kernel
+ * (differentiable) and only the final state with that cascade. The returned states are fresh tensors: the caller's are never overwritten (unlike the
  * reference's in-place `copy_`, spec E10).
  *
  * @example
@@ -298,7 +300,10 @@ export class xLSTMLarge extends Module {
     return [add(x1, y), state];
   }
 
-  /** The mLSTM cell: h `[B, S, NH·DHV]` and the final state (C, n, m). */
+  /**
+   * The mLSTM cell: h `[B, S, NH·DHV]` and the final state (C, n, m). Training (gradients needed, no state) takes h
+   * from the differentiable parallel kernel and only the state from the inference cascade.
+   */
   #cell(
     q: Tensor,
     k: Tensor,
@@ -310,16 +315,20 @@ export class xLSTMLarge extends Module {
     prev?: [Tensor, Tensor, Tensor],
   ): { h: Tensor; state: [Tensor, Tensor, Tensor] } {
     const c = this.config, NH = c.num_heads, eps = c.eps;
-    if (prev) return this.#scan(q, k, v, i, f, B, S, prev);
+    if (prev || !needsGrad(q, k, v, i, f)) return this.#cascade(q, k, v, i, f, B, S, prev);
     const h = mlstmParallel(matrix(q), matrix(k), matrix(v), matrix(i), matrix(f), { batch: B, numHeads: NH, eps });
-    // The parallel kernel returns no state; the recurrent scan gives it (and the same h, which is dropped).
-    const { h: hScan, state } = noGrad(() => this.#scan(q, k, v, i, f, B, S));
-    hScan.dispose();
+    // Neither the chunkwise kernel nor the step has a backward: they give the state only, and their h is dropped.
+    const { h: hInfer, state } = noGrad(() => this.#cascade(q, k, v, i, f, B, S));
+    hInfer.dispose();
     return { h, state };
   }
 
-  /** The recurrent step over every time step (m₀ = 0, as the reference's chunkwise and step kernels). */
-  #scan(
+  /**
+   * The reference's inference wrapper (spec B2.6): for cs = chunk_size, chunk_size/2, … while cs ≥ 16 the chunkwise
+   * kernel takes ⌊remaining/cs⌋·cs tokens, the state carried through; the remainder (< 16 tokens) runs through the
+   * recurrent step (m₀ = 0 without a state). Records no gradients.
+   */
+  #cascade(
     q: Tensor,
     k: Tensor,
     v: Tensor,
@@ -329,27 +338,81 @@ export class xLSTMLarge extends Module {
     S: number,
     prev?: [Tensor, Tensor, Tensor],
   ): { h: Tensor; state: [Tensor, Tensor, Tensor] } {
-    const c = this.config, NH = c.num_heads, DV = c.v_dim;
+    const c = this.config, NH = c.num_heads, DV = c.v_dim, gpu = q.gpu;
     let st: MlstmState | null = prev ? { c: prev[0], n: prev[1], m: prev[2].reshape([B, NH]) } : null;
-    const h = S === 1 ? null : Tensor.zeros(q.gpu, [B, S, DV]);
-    let hLast: Tensor | null = null;
-    for (let t = 0; t < S; t++) {
+    // Replaces the carried state, freeing the previous one unless it is the caller's (a 7B state is MBs per step).
+    const advance = (next: MlstmState): void => {
+      if (st && st.c !== prev?.[0]) [st.c, st.n, st.m].forEach((x) => x.dispose());
+      st = next;
+    };
+    let h: Tensor | null = null;
+    const output = (): Tensor => h ??= Tensor.zeros(gpu, [B, S, DV]);
+    let t0 = 0;
+    for (let cs = c.chunk_size; cs >= 16 && S > 1; cs = Math.floor(cs / 2)) {
+      const n = Math.floor((S - t0) / cs) * cs;
+      if (n === 0) continue;
+      // A time range of every sequence: a row range when B = 1 (or the whole sequence), else copied out contiguously.
+      const whole = n === S || B === 1;
+      const copies: Tensor[] = [];
+      const seg = (x: Tensor): MatrixView => {
+        const X = x.size / (B * S);
+        if (whole) return { tensor: x, rows: B * n, cols: X, offset: t0 * X, stride: X };
+        const y = Tensor.empty(gpu, [B, n, X]);
+        copyTime(x, S, t0, y, n, 0, B, n);
+        copies.push(y);
+        return matrix(y);
+      };
+      const r = mlstmChunkwiseForward(seg(q), seg(k), seg(v), seg(i), seg(f), st, {
+        batch: B,
+        numHeads: NH,
+        chunkSize: cs,
+        eps: c.eps,
+      });
+      copies.forEach((x) => x.dispose());
+      if (n === S) h = r.h;
+      else {
+        copyTime(r.h, n, 0, output(), S, t0, B, n);
+        r.h.dispose();
+      }
+      advance(r);
+      t0 += n;
+    }
+    for (let t = t0; t < S; t++) {
       const row = (x: Tensor) => timeRows(x, B, S, t);
       const r = mlstmRecurrentStep(row(q), row(k), row(v), row(i), row(f), st, {
         numHeads: NH,
         eps: c.eps,
         keyScaledState: false,
       });
-      // Free each intermediate state as soon as the next exists (a 7B state is MBs per sequence and step).
-      if (st && t > 0) [st.c, st.n, st.m].forEach((x) => x.dispose());
-      if (h) {
-        addInto(timeRows(h, B, S, t), r.h);
+      if (S === 1) h = r.h.reshape([B, 1, DV]);
+      else {
+        addInto(timeRows(output(), B, S, t), r.h);
         r.h.dispose();
-      } else hLast = r.h;
-      st = r;
+      }
+      advance(r);
     }
     const s = st!;
-    return { h: h ?? hLast!.reshape([B, 1, DV]), state: [s.c, s.n, s.m.reshape([B, NH, 1])] };
+    return { h: h!, state: [s.c, s.n, s.m.reshape([B, NH, 1])] };
+  }
+}
+
+/**
+ * Copies time steps `[from, from + n)` of every sequence of a contiguous `[B, srcS, X]` tensor to steps
+ * `[to, to + n)` of a `[B, dstS, X]` one: one buffer copy per sequence.
+ */
+function copyTime(
+  src: Tensor,
+  srcS: number,
+  from: number,
+  dst: Tensor,
+  dstS: number,
+  to: number,
+  B: number,
+  n: number,
+): void {
+  const X = src.size / (B * srcS);
+  for (let b = 0; b < B; b++) {
+    src.gpu.copy(src.buffer, 4 * (b * srcS + from) * X, dst.buffer, 4 * (b * dstS + to) * X, 4 * n * X);
   }
 }
 
