@@ -10,8 +10,8 @@
 import { parseArgs } from "node:util";
 import {
   checkLoopLimit,
-  noGrad,
   getGpu,
+  noGrad,
   Rng,
   Tensor,
   xLSTMBlockStack,
