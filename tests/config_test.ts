@@ -14,28 +14,9 @@ import {
   xLSTMLMModelConfig,
 } from "../src/config.ts";
 
-const GOLDEN = new URL("../../shared/golden/", import.meta.url);
+import { README_LM_YAML, README_STACK_YAML } from "../scripts/readme_config.ts";
 
-const README_STACK_YAML = `
-mlstm_block:
-  mlstm:
-    conv1d_kernel_size: 4
-    qkv_proj_blocksize: 4
-    num_heads: 4
-slstm_block:
-  slstm:
-    backend: cuda
-    num_heads: 4
-    conv1d_kernel_size: 4
-    bias_init: powerlaw_blockdependent
-  feedforward:
-    proj_factor: 1.3
-    act_fn: gelu
-context_length: 256
-num_blocks: 7
-embedding_dim: 128
-slstm_at: [1]
-`;
+const GOLDEN = new URL("../../shared/golden/", import.meta.url);
 
 type Dict = Record<string, unknown>;
 
@@ -162,7 +143,7 @@ Deno.test("README stack YAML loads unchanged and resolves like the reference", (
 });
 
 Deno.test("README LM YAML (stack + vocab_size: 50304)", () => {
-  const cfg = xLSTMLMModelConfig(README_STACK_YAML + "vocab_size: 50304\n");
+  const cfg = xLSTMLMModelConfig(README_LM_YAML);
   assert.equal(cfg.vocab_size, 50304);
   assert.equal(cfg.tie_weights, false);
   assert.equal(cfg.weight_decay_on_embedding, false);
