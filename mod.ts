@@ -80,3 +80,15 @@ export * from "./src/data/mqar.ts";
 export * from "./src/data/random.ts";
 export { resolveInterpolations } from "./src/data/interpolate.ts";
 export { xLSTMLarge, type xLSTMLargeGenerateOptions, type xLSTMLargeState } from "./src/models/xlstm_large.ts";
+export * from "./src/train/trainer.ts";
+export * from "./src/train/loop.ts";
+export * from "./src/train/progress.ts";
+export * from "./src/train/checkpoint.ts";
+export {
+  type Experiment,
+  experiment,
+  mergeConfig,
+  readExperiment,
+  type TaskSplit,
+  type TrainingSettings,
+} from "./src/train/experiment.ts";

@@ -58,10 +58,10 @@ if (import.meta.main) {
     }
     const m = await t.readMetrics();
     const ms = times.sort((a, b) => a - b)[reps >> 1];
+    const blocks = t.experiment.model._block_map.replaceAll("0", "m").replaceAll("1", "s");
     console.log(
-      `${gpu.adapterName}: ${name} (${t.experiment.model._block_map}) train step B256 T255: median ` +
-        `${ms.toFixed(0)} ms over ${reps}, ${(gpu.dispatchCount - before) / reps} dispatches per step, ` +
-        `loss ${m.loss.toFixed(4)}`,
+      `${gpu.adapterName}: ${name} (blocks ${blocks}) train step B256 T255: median ${ms.toFixed(0)} ms over ` +
+        `${reps}, ${(gpu.dispatchCount - before) / reps} dispatches per step, loss ${m.loss.toFixed(4)}`,
     );
     t.dispose();
   }
