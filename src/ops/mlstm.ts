@@ -521,22 +521,23 @@ function groupGemm(a: Operand, b: Operand, c: Operand, g: Group, options: GemmOp
   gemm(a.view, b.view, c.view, { ...options, batch });
 }
 
-function positive(op: string, name: string, value: number): void {
+/** Throws unless `value` is a positive integer; the message names the op and the option. */
+export function positive(op: string, name: string, value: number): void {
   if (!Number.isInteger(value) || value < 1) {
     throw new RangeError(`${op}: ${name} must be a positive integer, got ${value}`);
   }
 }
 
 /** Columns per head of a view, which must split evenly over the heads. */
-function headDim(op: string, name: string, x: MatrixView, heads: number): number {
-  if (x.cols % heads !== 0) {
+export function headDim(op: string, name: string, x: MatrixView, heads: number): number {
+  if (x.cols % heads !== 0 || x.cols === 0) {
     throw new RangeError(`${op}: ${name} has ${x.cols} columns, which numHeads ${heads} does not divide`);
   }
   return x.cols / heads;
 }
 
 /** Throws unless the view is `[rows, cols]` of float32 and lies inside its tensor; messages name the view. */
-function checkView(op: string, name: string, x: MatrixView, rows: number, cols: number): void {
+export function checkView(op: string, name: string, x: MatrixView, rows: number, cols: number): void {
   if (x.rows !== rows || x.cols !== cols) {
     throw new RangeError(
       `${op}: ${name}: expected shape ${formatShape([rows, cols])}, got ${formatShape([x.rows, x.cols])}`,

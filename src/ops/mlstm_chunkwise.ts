@@ -14,10 +14,9 @@
 
 import code from "../../shaders/mlstm_chunkwise_forward.wgsl" with { type: "text" };
 import { type BufferRange, grid, Params } from "../gpu/runtime.ts";
-import { formatShape } from "../host_tensor.ts";
 import { expectShape, type MatrixView, Tensor } from "../tensor.ts";
 import { gemm, type GemmOptions } from "./matmul.ts";
-import { MLSTM_MAX_LOOP, type MlstmState } from "./mlstm.ts";
+import { checkView, headDim, MLSTM_MAX_LOOP, type MlstmState, positive } from "./mlstm.ts";
 
 const KERNEL = { name: "mlstm_chunkwise_forward", code };
 const WORKGROUP = 64;
@@ -238,34 +237,3 @@ export function mlstmChunkwiseForward(
 
 /** A view of the first product of a (head, chunk) batch and its strides [next head, next chunk]. */
 type Operand = [MatrixView, [number, number]];
-
-function positive(op: string, name: string, value: number): void {
-  if (!Number.isInteger(value) || value < 1) {
-    throw new RangeError(`${op}: ${name} must be a positive integer, got ${value}`);
-  }
-}
-
-/** Columns per head of a view, which must split evenly over the heads. */
-function headDim(op: string, name: string, x: MatrixView, heads: number): number {
-  if (x.cols % heads !== 0 || x.cols === 0) {
-    throw new RangeError(`${op}: ${name} has ${x.cols} columns, which numHeads ${heads} does not divide`);
-  }
-  return x.cols / heads;
-}
-
-/** Throws unless the view is `[rows, cols]` of float32 and lies inside its tensor; messages name the view. */
-function checkView(op: string, name: string, x: MatrixView, rows: number, cols: number): void {
-  if (x.rows !== rows || x.cols !== cols) {
-    throw new RangeError(
-      `${op}: ${name}: expected shape ${formatShape([rows, cols])}, got ${formatShape([x.rows, x.cols])}`,
-    );
-  }
-  if (x.tensor.dtype !== "float32") throw new TypeError(`${op}: ${name} must be float32, got ${x.tensor.dtype}`);
-  const end = x.offset + (rows - 1) * x.stride + cols;
-  if (x.offset < 0 || (rows > 1 && x.stride < cols) || end > x.tensor.size) {
-    throw new RangeError(
-      `${op}: ${name} view [${rows}, ${cols}] (offset ${x.offset}, stride ${x.stride}) does not fit in its tensor ` +
-        formatShape(x.tensor.shape),
-    );
-  }
-}
