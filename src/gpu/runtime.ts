@@ -110,6 +110,8 @@ export class Gpu {
   readonly hasTimestamps: boolean;
   /** Dispatches recorded since creation (for benchmarks). */
   dispatchCount = 0;
+  /** Bytes of GPU buffers this runtime has created and not destroyed (pooled free buffers included). */
+  allocatedBytes = 0;
 
   #pipelines = new Map<string, GPUComputePipeline>();
   #free = new Map<number, GPUBuffer[]>();
@@ -176,7 +178,10 @@ export class Gpu {
       );
     }
     const reuse = this.#free.get(size)?.pop();
-    return reuse ?? this.device.createBuffer({ size, usage: STORAGE_USAGE });
+    if (reuse) return reuse;
+    const buffer = this.device.createBuffer({ size, usage: STORAGE_USAGE });
+    this.allocatedBytes += size;
+    return buffer;
   }
 
   /** Returns a buffer to the pool. Work already recorded may still use it: later commands run after it. */
@@ -189,7 +194,12 @@ export class Gpu {
   /** Destroys the pooled buffers that nothing holds. */
   trim(): void {
     this.flush();
-    for (const list of this.#free.values()) for (const b of list) b.destroy();
+    for (const list of this.#free.values()) {
+      for (const b of list) {
+        this.allocatedBytes -= b.size;
+        b.destroy();
+      }
+    }
     this.#free.clear();
   }
 

@@ -57,6 +57,11 @@ export class Module {
     return n;
   }
 
+  /** Every state_dict key (tied names included) with its shape in the reference's layout, in state_dict order. */
+  stateDictShapes(): Map<string, number[]> {
+    return this.scope.store.keys(this.scope.prefix);
+  }
+
   /** The parameters as host tensors under the reference's state_dict keys and layouts. */
   stateDict(): Promise<Record<string, HostTensor>> {
     return this.scope.store.stateDict(this.scope.prefix);
