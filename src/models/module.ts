@@ -17,13 +17,18 @@ export interface CreateOptions {
   gpu?: Gpu;
   /** Seed of the parameter initialisation; a random one when absent. */
   seed?: number;
+  /**
+   * Whether to draw the initial values (default true). `false` leaves every parameter zero without touching the
+   * host: for models whose weights are loaded next (a 7B model's initialisation alone would take minutes).
+   */
+  initialize?: boolean;
 }
 
 /** A fresh root scope for a model created with `options`. */
 export async function rootScope(options: CreateOptions = {}): Promise<Scope> {
   const gpu = options.gpu ?? await getGpu();
   const seed = options.seed ?? Math.floor(Math.random() * 2 ** 31);
-  return new Scope(new ParameterStore(gpu, new Rng(seed)));
+  return new Scope(new ParameterStore(gpu, new Rng(seed), options.initialize ?? true));
 }
 
 /** A module: a set of parameters under a name prefix, like a PyTorch `nn.Module`. */

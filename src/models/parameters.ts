@@ -64,13 +64,15 @@ export class ParameterStore {
   #entries = new Map<string, Entry>();
   #aliases = new Map<string, string>();
 
-  /** An empty store on `gpu`; `rng` draws the initial values. */
-  constructor(readonly gpu: Gpu, readonly rng: Rng) {}
+  /** An empty store on `gpu`; `rng` draws the initial values, or parameters stay zero when not `initialize`. */
+  constructor(readonly gpu: Gpu, readonly rng: Rng, readonly initialize = true) {}
 
   /** Registers and initialises a parameter. `layout` gives its state_dict layout when it differs from ours. */
   add(name: string, shape: number[], init: Init, layout?: Layout): Tensor {
     if (this.#entries.has(name) || this.#aliases.has(name)) throw new Error(`parameter ${name} registered twice`);
-    const tensor = Tensor.fromHost(this.gpu, { dtype: "float32", shape, data: this.#fill(shape, init) });
+    const tensor = this.initialize
+      ? Tensor.fromHost(this.gpu, { dtype: "float32", shape, data: this.#fill(shape, init) })
+      : Tensor.zeros(this.gpu, shape);
     tensor.requiresGrad = true;
     this.#entries.set(name, { tensor, layout });
     return tensor;
@@ -78,6 +80,7 @@ export class ParameterStore {
 
   /** Re-initialises a registered parameter in place. */
   reinit(name: string, init: Init): void {
+    if (!this.initialize) return;
     const entry = this.#entry(name);
     this.gpu.upload(entry.tensor.buffer, 0, this.#fill(entry.tensor.shape, init));
   }
