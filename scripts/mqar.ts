@@ -15,7 +15,7 @@ import { trainCli } from "../src/train/cli.ts";
 /** The reduced CPU setting, merged into the default config. */
 const REDUCED = {
   training: { batch_size: 64, lr: 0.01, lr_warmup_steps: 60, num_steps: 600, val_every_step: 200 },
-  model: { num_blocks: 1, embedding_dim: 64, slstm_at: [], context_length: 64 },
+  model: { embedding_dim: 64, context_length: 64 },
   dataset: {
     kwargs: { vocab_size: 128, context_length: 64, num_kv_pairs: 8, count: { train: 38400, validation: 512 } },
   },
@@ -27,6 +27,8 @@ Deno.exit(
     description: "Multi-query associative recall with xLSTM on WebGPU.",
     defaultConfig: new URL("./configs/mqar_xlstm11.yaml", import.meta.url),
     reduced: REDUCED,
-    reducedNote: "1 mLSTM block (4 heads), E 64, L 64, 8 key-value pairs, vocabulary 128, batch 64, 600 steps, lr 1e-2",
+    reducedLayout: { num_blocks: 1, slstm_at: [] },
+    reducedNote:
+      "E 64, L 64, 8 key-value pairs, vocabulary 128, batch 64, 600 steps, lr 1e-2 (default layout: 1 mLSTM block)",
   }),
 );

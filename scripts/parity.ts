@@ -4,6 +4,7 @@
  *
  *   deno run -A scripts/parity.ts                      # README demo
  *   deno run -A scripts/parity.ts --config scripts/configs/parity_xlstm11.yaml --checkpoint run.safetensors
+ *   deno run -A scripts/parity.ts --config scripts/configs/parity_xlstm10.yaml --small   # its layout, reduced sizes
  *
  * On a GPU the default is the reference's xLSTM[0:1] config (scripts/configs/parity_xlstm01.yaml: 2 sLSTM blocks,
  * E 64, lengths 3–40, validation 40–256, batch 256, 20,000 steps). On a CPU-only adapter (lavapipe) it runs a
@@ -16,7 +17,7 @@ import { trainCli } from "../src/train/cli.ts";
 /** The reduced CPU setting, merged into the reference config. */
 const REDUCED = {
   training: { batch_size: 64, lr: 0.01, lr_warmup_steps: 60, num_steps: 600, val_every_step: 200 },
-  model: { num_blocks: 1, embedding_dim: 32, slstm_at: [0], context_length: 41 },
+  model: { embedding_dim: 32, context_length: 41 },
   dataset: {
     kwargs: {
       context_length: 21,
@@ -36,6 +37,8 @@ Deno.exit(
     description: "Parity with xLSTM (NX-AI/xlstm experiments/main.py, spec D1–D3) on WebGPU.",
     defaultConfig: new URL("./configs/parity_xlstm01.yaml", import.meta.url),
     reduced: REDUCED,
-    reducedNote: "1 sLSTM block, E 32, train lengths 3–20, validation lengths 21–40, batch 64, 600 steps, lr 1e-2",
+    reducedLayout: { num_blocks: 1, slstm_at: [0] },
+    reducedNote:
+      "E 32, train lengths 3–20, validation lengths 21–40, batch 64, 600 steps, lr 1e-2 (default layout: 1 sLSTM block)",
   }),
 );

@@ -178,7 +178,14 @@ Deno.test("bad command lines and configs give clear errors", async () => {
   const errors: string[] = [];
   const error = console.error;
   console.error = (msg: string) => errors.push(msg);
-  const task = { script: "x.ts", description: "x", defaultConfig: PARITY, reduced: {}, reducedNote: "" };
+  const task = {
+    script: "x.ts",
+    description: "x",
+    defaultConfig: PARITY,
+    reduced: {},
+    reducedLayout: {},
+    reducedNote: "",
+  };
   try {
     assert.equal(await trainCli(["--bogus"], task), 2);
     assert.match(errors.at(-1)!, /^error: .*--bogus.*\n\n.*usage: deno run -A x\.ts/s);

@@ -21,8 +21,10 @@ export interface TaskCli {
   description: string;
   /** The default experiment YAML (the reference config). */
   defaultConfig: URL;
-  /** Overrides of the default config that make the reduced CPU setting. */
+  /** Overrides that make the reduced CPU setting: sizes, lengths and steps, for any config. */
   reduced: Record<string, unknown>;
+  /** The reduced default's block layout (`model.num_blocks`, `model.slstm_at`); `--config FILE --small` keeps the file's. */
+  reducedLayout: Record<string, unknown>;
   /** One line describing the reduced setting. */
   reducedNote: string;
 }
@@ -54,7 +56,8 @@ function usage(task: TaskCli): string {
 usage: deno run -A ${task.script} [flags]
 
   --config FILE          experiment YAML (default ${decodeURIComponent(task.defaultConfig.pathname)})
-  --small                use the reduced setting (the default on a CPU-only adapter without --config)
+  --small                use the reduced setting (the default on a CPU-only adapter without --config); with
+                         --config it shrinks sizes, lengths and steps and keeps the file's block layout
   --steps N              training.num_steps (the cosine decay follows it, as \${.num_steps} in the YAML)
   --batch-size N         training.batch_size
   --seed N               training.seed (parameter initialisation)
@@ -189,7 +192,8 @@ export async function trainCli(args: string[], task: TaskCli): Promise<number> {
     } else {
       const reduced = cli.values.small || (!cli.values.config && isSoftwareAdapter(gpu));
       const config = cli.values.config ?? task.defaultConfig;
-      const overrides = mergeConfig(reduced ? task.reduced : {}, trainingOverrides(cli));
+      const reduction = cli.values.config ? task.reduced : mergeConfig(task.reduced, { model: task.reducedLayout });
+      const overrides = mergeConfig(reduced ? reduction : {}, trainingOverrides(cli));
       trainer = await Trainer.create(await readExperiment(config, overrides), { gpu, clip: cli.clip });
       progress.line(`config: ${config instanceof URL ? decodeURIComponent(config.pathname) : config}`);
       if (reduced) {
