@@ -197,7 +197,8 @@ export async function trainCli(args: string[], task: TaskCli): Promise<number> {
       trainer = await Trainer.create(await readExperiment(config, overrides), { gpu, clip: cli.clip });
       progress.line(`config: ${config instanceof URL ? decodeURIComponent(config.pathname) : config}`);
       if (reduced) {
-        progress.line(`reduced setting for a CPU-only adapter (--config FILE for the full one): ${task.reducedNote}`);
+        const why = cli.values.config ? "--small" : "a CPU-only adapter; --config FILE runs the full one";
+        progress.line(`reduced setting (${why}): ${task.reducedNote}`);
       }
     }
   } catch (e) {
