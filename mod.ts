@@ -65,7 +65,23 @@ export {
   ParameterStore,
   Scope,
   StateDictError,
+  type WeightDType,
 } from "./src/models/parameters.ts";
+export { fuseXLSTMLargeStateDict, splitXLSTMLargeStateDict } from "./src/models/xlstm_large_weights.ts";
+export {
+  convertCheckpoint,
+  loadPretrained,
+  type LoadPretrainedOptions,
+  type LoadProgress,
+  type LoadReport,
+  loadWeights,
+  type PretrainedModel,
+  type SaveOptions,
+  savePretrained,
+} from "./src/models/pretrained.ts";
+export { CheckpointError } from "./src/models/checkpoint_reader.ts";
+export type { WriteReport } from "./src/models/checkpoint_writer.ts";
+export type { CheckpointArchitecture, CheckpointFormat, SlstmLayout } from "./src/models/checkpoint_format.ts";
 export { mLSTMLayer, type mLSTMLayerState } from "./src/models/mlstm_layer.ts";
 export { sLSTMLayer, type sLSTMLayerState } from "./src/models/slstm_layer.ts";
 export { GatedFeedForward } from "./src/models/feedforward.ts";
@@ -92,3 +108,23 @@ export {
   type TaskSplit,
   type TrainingSettings,
 } from "./src/train/experiment.ts";
+export {
+  type GenerateOptions,
+  type GenerateResult,
+  generateTokens,
+  type GenerationCheckpoint,
+  type GenerationTiming,
+  type TokenChunk,
+} from "./src/generate/generate.ts";
+export {
+  type Generatable,
+  type GenerativeModel,
+  generativeModel,
+  mapState,
+  releaseState,
+  stateEntries,
+  type StatefulForwardModel,
+  type StepModel,
+} from "./src/generate/model.ts";
+export { loadGenerationState, saveGenerationState } from "./src/generate/state_file.ts";
+export type { Sampling, SamplingParams } from "./src/ops/sample.ts";

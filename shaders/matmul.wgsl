@@ -1,4 +1,7 @@
-// C = op(A)·op(B) (+ bias broadcast over rows) (+ C when accumulating), all f32.
+// C = op(A)·op(B) (+ bias broadcast over rows) (+ C when accumulating), accumulated in f32.
+//
+// B's element type is the alias BW, which the op prepends: f32, or f16 for half-precision weights (with
+// `enable f16;`, on adapters with shader-f16). B's elements become f32 as they are loaded; everything else is f32.
 //
 // Register-blocked without workgroup memory: each invocation owns an 8×16 block of C and walks K four at a time,
 // loading an 8×4 slice of op(A) and a 4×16 slice of op(B) into registers as 4×4 matrices and multiplying them
@@ -14,9 +17,9 @@
 // o·x_bo + i·x_bi elements after x_off (two levels, so that a (batch, head) pair can address a head's column slice
 // inside a [B·S, NH·DH] buffer).
 //
-// A and B are vec4 arrays. Where an operand's contiguous dimension is 16-byte aligned (stride and first element
-// multiples of 4) the op picks a mode that loads whole vec4s along it:
-//   mode 0: f32 loads; mode 1: vec4 along K (needs K % 4 == 0); mode 2: vec4 along M (A) or N (B).
+// A and B are vec4 arrays. Where an operand's contiguous dimension is vec4-aligned (stride and first element
+// multiples of 4 elements) the op picks a mode that loads whole vec4s along it:
+//   mode 0: scalar loads; mode 1: vec4 along K (needs K % 4 == 0); mode 2: vec4 along M (A) or N (B).
 // Rows and columns past the edge of C are clamped to the last valid one in mode 0 and 1; mode 2 reads past the edge
 // (in bounds of the binding or clamped by WebGPU's robust access). Either way those values only reach the rows and
 // columns of C that are not stored, so the inner loop has no edge branches. Steps past K (K % 4 != 0) clamp k and
@@ -64,12 +67,13 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<vec4f>;
-@group(0) @binding(2) var<storage, read> b: array<vec4f>;
+@group(0) @binding(2) var<storage, read> b: array<vec4<BW>>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> c: array<f32>;
 
 fn a_at(i: u32) -> f32 { return a[i >> 2u][i & 3u]; }
-fn b_at(i: u32) -> f32 { return b[i >> 2u][i & 3u]; }
+fn b4(i: u32) -> vec4f { return vec4f(b[i]); }
+fn b_at(i: u32) -> f32 { return f32(b[i >> 2u][i & 3u]); }
 
 // A 4×4 block of op(A): rows[r] indexes row r's element at k = 0, ks[t] is the offset of k = k0 + t. Column t of
 // the result holds k = k0 + t, so that block_a · block_b is a 4×4 block of C.
@@ -94,10 +98,10 @@ fn block_a(rows: vec4u, ks: vec4u) -> mat4x4f {
 fn block_b(cols: vec4u, ks: vec4u) -> mat4x4f {
   if (B_MODE == 1u) { // ks are consecutive: one vec4 per column
     let k4 = ks.x >> 2u;
-    return mat4x4f(b[(cols.x >> 2u) + k4], b[(cols.y >> 2u) + k4], b[(cols.z >> 2u) + k4], b[(cols.w >> 2u) + k4]);
+    return mat4x4f(b4((cols.x >> 2u) + k4), b4((cols.y >> 2u) + k4), b4((cols.z >> 2u) + k4), b4((cols.w >> 2u) + k4));
   }
   if (B_MODE == 2u) { // columns are consecutive: one vec4 per k
-    return transpose(mat4x4f(b[(cols.x + ks.x) >> 2u], b[(cols.x + ks.y) >> 2u], b[(cols.x + ks.z) >> 2u], b[(cols.x + ks.w) >> 2u]));
+    return transpose(mat4x4f(b4((cols.x + ks.x) >> 2u), b4((cols.x + ks.y) >> 2u), b4((cols.x + ks.z) >> 2u), b4((cols.x + ks.w) >> 2u)));
   }
   return mat4x4f(
     vec4f(b_at(cols.x + ks.x), b_at(cols.x + ks.y), b_at(cols.x + ks.z), b_at(cols.x + ks.w)),

@@ -1,5 +1,6 @@
 // Chunkwise mLSTM forward (spec B2.3, mlstm_kernels convention: k unscaled in the state, q·k and q·C scaled by
-// s = DHQK^(-1/2); m_0 = 0 when there is no state). The op runs one segment of NC chunks of L steps at a time:
+// s = DHQK^(-1/2); m_0 = 0 when there is no state). The op runs one segment of NC chunks of L steps of a group of
+// batch elements at a time:
 //   gates: per (pair, chunk) the inclusive cumsum b_j of logsigmoid(f̃), a_j = (Σ_{u>j} logsigmoid f̃_u) + ĩ_j as a
 //          reverse cumsum (the stable form), g = b_{L−1} and mloc = max_j a_j.
 //   keys:  per (pair, chunk, d) the weighted keys exp(a_j − mloc)·k_j[d] (for the gemm Ĉ = Kwᵀ·V) and their sum n̂[d],
@@ -11,16 +12,18 @@
 //          normaliser, the normalised intra-chunk weights (in place of the scores, zero above the diagonal) and the
 //          inter-chunk part of h; the op then adds W·V to h with a gemm.
 // Loop trips per invocation: gates 2L, keys L, scan NC, rows 3L + DHV (the op bounds them).
-// Layouts: pair p = b·NH + h; scratch is pair-major over the segment: gate [pairs, SEG, 3] = (b_j, ĩ_j, a_j), chunk
-// [pairs, NC, 2] = (g, mloc), weighted keys [pairs, SEG, DHQK], augmented states [pairs, NC, DHQK, DHV+1], inter
-// products [pairs, SEG, DHV+1], scores [pairs, SEG, L]. Inputs are rows b·S + t of strided views.
+// Layouts: pair p = b·NH + h within the group (the group's first pair is pair0 of the state tensors); scratch is
+// pair-major over the segment: gate [pairs, SEG, 3] = (b_j, ĩ_j, a_j), chunk [pairs, NC, 2] = (g, mloc), weighted
+// keys [pairs, SEG, DHQK], augmented states [pairs, NC, DHQK, DHV+1], inter products [pairs, SEG, DHV+1], scores
+// [pairs, SEG, L]. Inputs and h are rows b·S + t of strided views, bound from the segment's first row on: x_off is
+// the element of (group's first batch element, the segment's first step) in the bound range.
 
 struct Params {
   heads: u32,
   chunk: u32, // L
   chunks: u32, // NC in this segment
   seq: u32, // S
-  t0: u32, // first step of the segment
+  pair0: u32, // the group's first pair in the state tensors
   dqk: u32,
   dv: u32,
   total: u32, // invocations of this dispatch
@@ -30,6 +33,7 @@ struct Params {
   i_stride: u32,
   f_off: u32,
   f_stride: u32,
+  h_off: u32,
   h_stride: u32,
   scale: f32, // DHQK^(-1/2)
   eps: f32,
@@ -63,9 +67,9 @@ fn logsigmoid(x: f32) -> f32 {
   return min(x, 0.0) - log1p_unit(exp(-abs(x)));
 }
 
-// Row of step t (within the segment) of pair `pair` in the input views.
+// Row of step t (within the segment) of pair `pair` (within the group) in the bound input views.
 fn input_row(pair: u32, t: u32) -> u32 {
-  return (pair / p.heads) * p.seq + p.t0 + t;
+  return (pair / p.heads) * p.seq + t;
 }
 
 @group(0) @binding(1) var<storage, read> g_igate: array<f32>;
@@ -151,9 +155,10 @@ fn scan(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   let e = idx % width;
   let d = e / (p.dv + 1u);
   let col = e % (p.dv + 1u);
+  let sp = p.pair0 + pair; // in the state tensors
   var x: f32;
-  if (col < p.dv) { x = s_c_in[(pair * p.dqk + d) * p.dv + col]; } else { x = s_n_in[pair * p.dqk + d]; }
-  var m = s_m_in[pair];
+  if (col < p.dv) { x = s_c_in[(sp * p.dqk + d) * p.dv + col]; } else { x = s_n_in[sp * p.dqk + d]; }
+  var m = s_m_in[sp];
   for (var c = 0u; c < p.chunks; c++) {
     let pc = pair * p.chunks + c;
     s_before[pc * width + e] = x;
@@ -164,8 +169,8 @@ fn scan(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
     x = exp(g + m - m_new) * x + exp(mloc - m_new) * s_local[pc * width + e];
     m = m_new;
   }
-  if (col < p.dv) { s_c_out[(pair * p.dqk + d) * p.dv + col] = x; } else { s_n_out[pair * p.dqk + d] = x; }
-  if (e == 0u) { s_m_out[pair] = m; }
+  if (col < p.dv) { s_c_out[(sp * p.dqk + d) * p.dv + col] = x; } else { s_n_out[sp * p.dqk + d] = x; }
+  if (e == 0u) { s_m_out[sp] = m; }
 }
 
 @group(0) @binding(1) var<storage, read> r_gate: array<f32>;
@@ -207,7 +212,7 @@ fn rows(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   for (var l = 0u; l <= j; l++) {
     r_scores[srow + l] *= inv;
   }
-  let hrow = input_row(pair, t) * p.h_stride + (pair % p.heads) * p.dv;
+  let hrow = p.h_off + input_row(pair, t) * p.h_stride + (pair % p.heads) * p.dv;
   for (var col = 0u; col < p.dv; col++) {
     r_h[hrow + col] = rho * inv * r_inter[inter + col];
   }

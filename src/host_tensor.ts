@@ -113,6 +113,18 @@ export function toFloat32(t: HostTensor): Float32Array {
   return out;
 }
 
+/**
+ * Returns the tensor's elements as float16 bit patterns (round half to even; float64 and integers pass through
+ * float32 first), converting from any dtype.
+ */
+export function toFloat16(t: HostTensor): Uint16Array {
+  if (t.dtype === "float16") return t.data as Uint16Array;
+  const src = toFloat32(t);
+  const out = new Uint16Array(src.length);
+  for (let i = 0; i < out.length; i++) out[i] = numberToF16(src[i]);
+  return out;
+}
+
 /** Returns the tensor's elements as int32; integers only, and each must fit in 32 bits. */
 export function toInt32(t: HostTensor, name = "tensor"): Int32Array {
   if (t.data instanceof Int32Array) return t.data;

@@ -1,5 +1,6 @@
 /**
- * GPU tensors: f32 or i32 elements in a pooled storage buffer, row-major.
+ * GPU tensors: f32, i32 or f16 elements in a storage buffer (pooled, or of exact size for parameters), row-major.
+ * f16 holds weights only (`shader-f16` adapters): the kernels that read weights convert them to f32 as they load.
  *
  * @module
  */
@@ -7,10 +8,20 @@
 import { backward, type GradNode, record } from "./autograd.ts";
 import { getGpu } from "./gpu/device.ts";
 import type { BufferRange, Gpu } from "./gpu/runtime.ts";
-import { formatShape, type HostTensor, numel, toFloat32, toInt32 } from "./host_tensor.ts";
+import { formatShape, type HostTensor, numel, toFloat16, toFloat32, toInt32 } from "./host_tensor.ts";
 
-/** Element types a GPU tensor can hold. */
-export type DType = "float32" | "int32";
+/** Element types a GPU tensor can hold. `float16` (2 bytes per element) is for weights that only kernels read. */
+export type DType = "float32" | "int32" | "float16";
+
+/** Bytes per element of a dtype. */
+export function elementBytes(dtype: DType): number {
+  return dtype === "float16" ? 2 : 4;
+}
+
+/** Bytes of storage a tensor of `shape` and `dtype` takes: its elements rounded up to whole 4-byte words. */
+function storageBytes(shape: readonly number[], dtype: DType): number {
+  return Math.ceil((numel(shape) * elementBytes(dtype)) / 4) * 4;
+}
 
 /** Options for creating a tensor from host data. */
 export interface TensorOptions {
@@ -18,7 +29,10 @@ export interface TensorOptions {
   requiresGrad?: boolean;
   /** The GPU to place it on; the default GPU when absent. */
   gpu?: Gpu;
-  /** Element type on the GPU; float host data becomes float32 and integer data int32 when absent. */
+  /**
+   * Element type on the GPU; float host data becomes float32 and integer data int32 when absent. `float16` rounds
+   * (half to even) unless the host data is float16 already.
+   */
   dtype?: DType;
 }
 
@@ -65,7 +79,7 @@ export class Tensor {
     scopes.at(-1)?.add(this);
   }
 
-  /** Uploads a host tensor (any float dtype becomes float32, int64 becomes int32) to the GPU. */
+  /** Uploads a host tensor (any float dtype becomes float32 unless `options.dtype` says, int64 becomes int32). */
   static async from(host: HostTensor, options: TensorOptions = {}): Promise<Tensor> {
     return Tensor.fromHost(options.gpu ?? await getGpu(), host, options);
   }
@@ -80,7 +94,7 @@ export class Tensor {
     }
     const isInt = host.dtype === "int32" || host.dtype === "int64";
     const dtype = options.dtype ?? (isInt ? "int32" : "float32");
-    const data = dtype === "int32" ? toInt32(host) : toFloat32(host);
+    const data = dtype === "int32" ? toInt32(host) : dtype === "float16" ? toFloat16(host) : toFloat32(host);
     const t = Tensor.empty(gpu, host.shape, dtype, options.requiresGrad);
     if (n) gpu.upload(t.buffer, 0, data);
     return t;
@@ -88,8 +102,17 @@ export class Tensor {
 
   /** A tensor with undefined contents (for kernel outputs). */
   static empty(gpu: Gpu, shape: readonly number[], dtype: DType = "float32", requiresGrad = false): Tensor {
-    const bytes = numel(shape) * 4;
+    const bytes = storageBytes(shape, dtype);
     return new Tensor(new Storage(gpu, gpu.alloc(bytes), bytes), shape, dtype, requiresGrad);
+  }
+
+  /**
+   * A zero tensor in a buffer of its own, sized to it (not a pool size class, which may be up to 25 % larger): for
+   * parameters, which live until disposed. A 7B model's weights would waste gigabytes in pool classes.
+   */
+  static resident(gpu: Gpu, shape: readonly number[], dtype: DType = "float32"): Tensor {
+    const bytes = storageBytes(shape, dtype);
+    return new Tensor(new Storage(gpu, gpu.allocExact(bytes), bytes), shape, dtype);
   }
 
   /** A tensor of zeros, cleared on the GPU. */
@@ -105,7 +128,11 @@ export class Tensor {
     const raw = await tensors[0].gpu.read(tensors.map((t) => t.range()));
     return raw.map((bytes, i) => {
       const t = tensors[i];
-      const data = t.dtype === "int32" ? new Int32Array(bytes) : new Float32Array(bytes);
+      const data = t.dtype === "int32"
+        ? new Int32Array(bytes)
+        : t.dtype === "float16"
+        ? new Uint16Array(bytes, 0, t.size) // the read covers whole words
+        : new Float32Array(bytes);
       return { dtype: t.dtype, shape: [...t.shape], data };
     });
   }
@@ -125,14 +152,19 @@ export class Tensor {
     return numel(this.shape);
   }
 
-  /** Size in bytes. */
+  /** Size in bytes (of the elements; storage rounds it up to whole 4-byte words). */
   get bytes(): number {
-    return this.size * 4;
+    return this.size * elementBytes(this.dtype);
   }
 
-  /** The byte range of elements `[start, start + count)`, for binding or copying. */
+  /**
+   * The byte range of elements `[start, start + count)`, for binding or copying: whole 4-byte words (bindings and
+   * copies need them), so a float16 range may take one element more at either end.
+   */
   range(start = 0, count: number = this.size - start): BufferRange {
-    return { buffer: this.buffer, offset: start * 4, size: Math.max(4, count * 4) };
+    const e = elementBytes(this.dtype);
+    const offset = Math.floor((start * e) / 4) * 4;
+    return { buffer: this.buffer, offset, size: Math.max(4, Math.ceil(((start + count) * e) / 4) * 4 - offset) };
   }
 
   /**

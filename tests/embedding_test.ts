@@ -38,7 +38,7 @@ Deno.test("embedding looks up rows and writes NaN for out-of-range ids", async (
   await check(gpu, rng, [5], 11, 3, []);
 });
 
-Deno.test("embedding splits a weight larger than one binding into vocabulary ranges", async () => {
+Deno.test("embedding splits a weight (and an output) larger than one binding into vocabulary (position) ranges", async () => {
   const gpu = await testGpu();
   const rng = freshRng("embedding split");
   const saved = gpu.maxBinding;
@@ -49,6 +49,10 @@ Deno.test("embedding splits a weight larger than one binding into vocabulary ran
     const before = gpu.dispatchCount;
     await check(gpu, rng, [3, 4], 200, 25, [200, -3]);
     assert.equal(gpu.dispatchCount - before, 17);
+    // 42 output rows of 100 bytes exceed the binding too: ranges of 12 positions, each over the 17 vocabulary ranges.
+    const more = gpu.dispatchCount;
+    await check(gpu, rng, [6, 7], 200, 25, [-1, 201]);
+    assert.equal(gpu.dispatchCount - more, 4 * 17);
   } finally {
     gpu.maxBinding = saved;
   }
@@ -135,7 +139,7 @@ Deno.test("embedding rejects bad operands, naming them", async () => {
   const ids = Tensor.fromHost(gpu, { dtype: "int32", shape: [2], data: new Int32Array([0, 1]) });
   assert.throws(
     () => embedding(ids, Tensor.zeros(gpu, [4, 2, 3])),
-    /weight must be a float32 \[V, E\] matrix, got float32 \[4, 2, 3\]/,
+    /weight must be a float32 or float16 \[V, E\] matrix, got float32 \[4, 2, 3\]/,
   );
   assert.throws(
     () => embedding(Tensor.zeros(gpu, [2]), Tensor.zeros(gpu, [4, 3])),

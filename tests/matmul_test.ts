@@ -2,8 +2,8 @@ import assert from "node:assert/strict";
 import { gemm, type GemmBatch, linear, matmul } from "../src/ops/matmul.ts";
 import { matrix, Tensor } from "../src/tensor.ts";
 import { linearRef, matmulRef } from "./cpu/matmul.ts";
-import { assertClose, closeTestGpu, freshRng, randomTensor, type Rng, testGpu } from "./util.ts";
-import { Gpu } from "../src/gpu/runtime.ts";
+import { assertClose, closeTestGpu, freshRng, limited, randomTensor, type Rng, testGpu } from "./util.ts";
+import type { Gpu } from "../src/gpu/runtime.ts";
 import type { MatrixView } from "../src/tensor.ts";
 
 const COMBOS = [[false, false], [false, true], [true, false], [true, true]] as const;
@@ -125,36 +125,6 @@ Deno.test("shape errors name the operands and both shapes", async () => {
   );
   for (const t of [x, w, b, bias, sq]) t.dispose();
 });
-
-/**
- * Runs `fn` with `gpu.maxBinding` lowered to `bytes` (and, when given, maxComputeWorkgroupsPerDimension to
- * `maxGroups`), checking that no binding exceeds the limit; returns the number of dispatches recorded.
- */
-async function limited(gpu: Gpu, bytes: number, maxGroups: number | null, fn: () => Promise<void>): Promise<number> {
-  const saved = { maxBinding: gpu.maxBinding, limits: gpu.limits };
-  const mutable = gpu as { maxBinding: number; limits: GPUSupportedLimits };
-  mutable.maxBinding = bytes;
-  if (maxGroups !== null) {
-    const copy: Record<string, unknown> = {};
-    for (const key in gpu.limits) copy[key] = gpu.limits[key as keyof GPUSupportedLimits];
-    mutable.limits = { ...copy, maxComputeWorkgroupsPerDimension: maxGroups } as unknown as GPUSupportedLimits;
-  }
-  let dispatches = 0;
-  gpu.dispatch = (pipeline, storage, params, workgroups) => {
-    dispatches++;
-    for (const { size } of storage) {
-      assert.ok(size <= gpu.maxBinding, `a binding of ${size} bytes exceeds maxBinding ${gpu.maxBinding}`);
-    }
-    Gpu.prototype.dispatch.call(gpu, pipeline, storage, params, workgroups);
-  };
-  try {
-    await fn();
-  } finally {
-    Object.assign(mutable, saved);
-    delete (gpu as { dispatch?: unknown }).dispatch;
-  }
-  return dispatches;
-}
 
 Deno.test("operands larger than gpu.maxBinding are split into blocks (non-aligned offsets, bias, all transposes)", async () => {
   const gpu = await testGpu();

@@ -5,7 +5,7 @@ import { mlstmChunkwiseForward } from "../src/ops/mlstm_chunkwise.ts";
 import { columns, type MatrixView, Tensor } from "../src/tensor.ts";
 import { type MlstmDims, type MlstmStateRef, mlstmStepRef } from "./cpu/mlstm.ts";
 import { mlstmChunkwiseRef } from "./cpu/mlstm_chunkwise.ts";
-import { assertClose, closeTestGpu, freshRng, relativeError, type Rng, testGpu } from "./util.ts";
+import { assertClose, closeTestGpu, freshRng, limited, relativeError, type Rng, testGpu } from "./util.ts";
 
 // h divides by |q·n + Σ w·q·k|, which random queries and keys make cancel (the f32 error of h then grows with the
 // cancellation, as in tests/mlstm_test.ts). The inputs here align queries with keys per head (q = ±k̄ + noise,
@@ -216,6 +216,25 @@ Deno.test("mlstm chunkwise forward carries the state across segments", async () 
   const d = dims(2, 2, 20, 4, 6);
   await checkAgainstRef(gpu, rng, { d, chunk: 4, withState: true, fused: true, chunksPerSegment: 2 }); // 2, 2, 1
   await checkAgainstRef(gpu, rng, { d, chunk: 2, withState: false, fused: false, chunksPerSegment: 3 }); // 4 + 1
+});
+
+Deno.test("mlstm chunkwise forward splits views larger than one binding over batch groups and time segments", async () => {
+  const gpu = await testGpu();
+  const rng = freshRng("mlstm chunkwise binding split");
+  // Fused q|k|v rows of 48 floats: a 2 KiB binding holds about 10 rows, so each group is one sequence and each
+  // segment two chunks of 4 (8 segments in all), every binding within the limit (checked by `limited`).
+  const c: Case = { d: dims(2, 2, 32, 8, 8), chunk: 4, withState: true, fused: true };
+  const whole = await limited(gpu, gpu.maxBinding, null, () => checkAgainstRef(gpu, rng, c));
+  const split = await limited(gpu, 2048, null, () => checkAgainstRef(gpu, rng, c));
+  assert.ok(split >= 4 * whole, `${split} dispatches split vs ${whole} whole: the views were not split`);
+  // 8 KiB hold about 42 rows: groups of two sequences (the segment spans the first's tail and the second's head),
+  // then a group of one.
+  await limited(gpu, 8192, null, () => checkAgainstRef(gpu, rng, { ...c, d: dims(3, 2, 32, 8, 8) }));
+  // 600 bytes hold the scratch of one chunk (576) but not 4 rows of the fused q|k|v view.
+  await assert.rejects(
+    () => limited(gpu, 600, null, () => checkAgainstRef(gpu, rng, c)),
+    /one chunk of 4 rows of q \[64, 16\] \(stride 48\) does not fit this adapter's storage binding limit of 600/,
+  );
 });
 
 Deno.test("mlstm chunkwise, looped recurrent step and parallel forms agree (f32)", async () => {

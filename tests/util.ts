@@ -4,7 +4,7 @@
  */
 
 import { createGpu } from "../src/gpu/device.ts";
-import type { Gpu } from "../src/gpu/runtime.ts";
+import { Gpu } from "../src/gpu/runtime.ts";
 import type { HostTensor } from "../src/host_tensor.ts";
 import { Rng } from "../src/random.ts";
 
@@ -46,6 +46,41 @@ export function relativeError(got: ArrayLike<number>, want: ArrayLike<number>): 
 export function assertClose(got: ArrayLike<number>, want: ArrayLike<number>, tol: number, what = "values"): void {
   const err = relativeError(got, want);
   if (!(err <= tol)) throw new Error(`${what}: relative error ${err.toExponential(3)} exceeds ${tol.toExponential(1)}`);
+}
+
+/**
+ * Runs `fn` with `gpu.maxBinding` lowered to `bytes` (and, when given, maxComputeWorkgroupsPerDimension to
+ * `maxGroups`), checking that no binding exceeds the limit; returns the number of dispatches recorded.
+ */
+export async function limited(
+  gpu: Gpu,
+  bytes: number,
+  maxGroups: number | null,
+  fn: () => Promise<void>,
+): Promise<number> {
+  const saved = { maxBinding: gpu.maxBinding, limits: gpu.limits };
+  const mutable = gpu as { maxBinding: number; limits: GPUSupportedLimits };
+  mutable.maxBinding = bytes;
+  if (maxGroups !== null) {
+    const copy: Record<string, unknown> = {};
+    for (const key in gpu.limits) copy[key] = gpu.limits[key as keyof GPUSupportedLimits];
+    mutable.limits = { ...copy, maxComputeWorkgroupsPerDimension: maxGroups } as unknown as GPUSupportedLimits;
+  }
+  let dispatches = 0;
+  gpu.dispatch = (pipeline, storage, params, workgroups) => {
+    dispatches++;
+    for (const { size } of storage) {
+      if (size > gpu.maxBinding) throw new Error(`a binding of ${size} bytes exceeds maxBinding ${gpu.maxBinding}`);
+    }
+    Gpu.prototype.dispatch.call(gpu, pipeline, storage, params, workgroups);
+  };
+  try {
+    await fn();
+  } finally {
+    Object.assign(mutable, saved);
+    delete (gpu as { dispatch?: unknown }).dispatch;
+  }
+  return dispatches;
 }
 
 let gpuPromise: Promise<Gpu> | null = null;

@@ -115,6 +115,7 @@ export class Gpu {
 
   #pipelines = new Map<string, GPUComputePipeline>();
   #free = new Map<number, GPUBuffer[]>();
+  #exact = new Set<GPUBuffer>();
   #encoder: GPUCommandEncoder | null = null;
   #pass: GPUComputePassEncoder | null = null;
   #arenas: Arena[] = [];
@@ -172,20 +173,43 @@ export class Gpu {
   /** Takes a storage buffer of at least `bytes` from the pool (contents undefined). */
   alloc(bytes: number): GPUBuffer {
     const size = sizeClass(Math.max(4, bytes));
+    return this.#free.get(size)?.pop() ?? this.#create(size, bytes);
+  }
+
+  /**
+   * A storage buffer of `bytes` rounded up to 256 (whole vec4s of any binding), outside the pool, zero-filled as
+   * every new WebGPU buffer is: for parameters, which live until disposed. {@linkcode Gpu.release} destroys it.
+   */
+  allocExact(bytes: number): GPUBuffer {
+    const buffer = this.#create(Math.ceil(Math.max(4, bytes) / 256) * 256, bytes);
+    this.#exact.add(buffer);
+    return buffer;
+  }
+
+  /** A new storage buffer of `size` bytes for a request of `bytes`. */
+  #create(size: number, bytes: number): GPUBuffer {
     if (size > this.limits.maxBufferSize) {
       throw new GpuError(
         `a buffer of ${bytes} bytes exceeds this adapter's maxBufferSize ${this.limits.maxBufferSize}`,
       );
     }
-    const reuse = this.#free.get(size)?.pop();
-    if (reuse) return reuse;
     const buffer = this.device.createBuffer({ size, usage: STORAGE_USAGE });
     this.allocatedBytes += size;
     return buffer;
   }
 
-  /** Returns a buffer to the pool. Work already recorded may still use it: later commands run after it. */
+  /**
+   * Returns a pooled buffer to the pool, or destroys one from {@linkcode Gpu.allocExact} (after submitting the work
+   * recorded so far, which may still use it). Work already recorded may still use a pooled one: later commands run
+   * after it.
+   */
   release(buffer: GPUBuffer): void {
+    if (this.#exact.delete(buffer)) {
+      this.flush();
+      this.allocatedBytes -= buffer.size;
+      buffer.destroy();
+      return;
+    }
     let list = this.#free.get(buffer.size);
     if (!list) this.#free.set(buffer.size, list = []);
     list.push(buffer);
@@ -319,6 +343,7 @@ export class Gpu {
     this.#encoder = null;
     this.#pass = null;
     this.#free.clear();
+    this.#exact.clear();
     this.#pipelines.clear();
     this.device.destroy();
   }

@@ -73,11 +73,16 @@ export class xLSTMLMModel extends Module {
 
   /** One step: ids `[B, 1]` → `[logits [B, 1, V], state]`; `state` is undefined at the start. */
   step(ids: Tensor, state?: xLSTMBlockStackState): Promise<[Tensor, xLSTMBlockStackState]> {
+    return Promise.resolve(this.applyStep(ids, state));
+  }
+
+  /** The synchronous step (what generation records token after token). */
+  applyStep(ids: Tensor, state?: xLSTMBlockStackState): [Tensor, xLSTMBlockStackState] {
     this.#checkIds(ids, 1);
-    return Promise.resolve(tidy(() => {
+    return tidy(() => {
       const [h, next] = this.stack.applyStep(embedding(ids, this.#embedding), state);
       return [this.#logits(h), next];
-    }));
+    });
   }
 
   /** The synchronous forward. */

@@ -2,13 +2,20 @@
  * Parameters under the reference's state_dict names: registration, initialisation, state_dict export and strict
  * loading. A module sees the store through a prefix, as a PyTorch submodule sees its own names.
  *
+ * Parameters live in buffers of their exact size (not pool size classes). Weights registered with
+ * {@linkcode ParameterStore.addWeight} take the store's weight dtype (float16 halves a large model's memory, for
+ * inference); every other parameter is float32.
+ *
  * @module
  */
 
 import type { Gpu } from "../gpu/runtime.ts";
-import { formatShape, type HostTensor, numel, toFloat32 } from "../host_tensor.ts";
+import { formatShape, type HostTensor, numel, toFloat16, toFloat32 } from "../host_tensor.ts";
 import type { Rng } from "../random.ts";
 import { Tensor } from "../tensor.ts";
+
+/** Element types of weights: float32, or float16 (inference only, on adapters with `shader-f16`). */
+export type WeightDType = "float32" | "float16";
 
 /** Fills `n` values for a parameter's initialisation. */
 export type Init = (n: number, rng: Rng) => ArrayLike<number>;
@@ -64,17 +71,34 @@ export class ParameterStore {
   #entries = new Map<string, Entry>();
   #aliases = new Map<string, string>();
 
-  /** An empty store on `gpu`; `rng` draws the initial values, or parameters stay zero when not `initialize`. */
-  constructor(readonly gpu: Gpu, readonly rng: Rng, readonly initialize = true) {}
+  /**
+   * An empty store on `gpu`; `rng` draws the initial values, or parameters stay zero when not `initialize`.
+   * Weights added with {@linkcode ParameterStore.addWeight} are stored as `weightDtype`.
+   */
+  constructor(
+    readonly gpu: Gpu,
+    readonly rng: Rng,
+    readonly initialize = true,
+    readonly weightDtype: WeightDType = "float32",
+  ) {}
 
-  /** Registers and initialises a parameter. `layout` gives its state_dict layout when it differs from ours. */
+  /** Registers and initialises a float32 parameter. `layout` gives its state_dict layout when it differs from ours. */
   add(name: string, shape: number[], init: Init, layout?: Layout): Tensor {
+    return this.#register(name, shape, init, "float32", layout);
+  }
+
+  /** Registers and initialises a weight (a Linear's matrix, an embedding table), stored as the store's weight dtype. */
+  addWeight(name: string, shape: number[], init: Init): Tensor {
+    return this.#register(name, shape, init, this.weightDtype);
+  }
+
+  #register(name: string, shape: number[], init: Init, dtype: WeightDType, layout?: Layout): Tensor {
     if (this.#entries.has(name) || this.#aliases.has(name)) throw new Error(`parameter ${name} registered twice`);
-    const tensor = this.initialize
-      ? Tensor.fromHost(this.gpu, { dtype: "float32", shape, data: this.#fill(shape, init) })
-      : Tensor.zeros(this.gpu, shape);
+    const tensor = Tensor.resident(this.gpu, shape, dtype);
     tensor.requiresGrad = true;
-    this.#entries.set(name, { tensor, layout });
+    const entry = { tensor, layout };
+    this.#entries.set(name, entry);
+    if (this.initialize) this.#write(entry, this.#fill(shape, init));
     return tensor;
   }
 
@@ -82,7 +106,7 @@ export class ParameterStore {
   reinit(name: string, init: Init): void {
     if (!this.initialize) return;
     const entry = this.#entry(name);
-    this.gpu.upload(entry.tensor.buffer, 0, this.#fill(entry.tensor.shape, init));
+    this.#write(entry, this.#fill(entry.tensor.shape, init));
   }
 
   /** Makes `name` another state_dict name of `target` (tied weights): listed in state_dicts, not in parameters. */
@@ -112,28 +136,40 @@ export class ParameterStore {
     return out;
   }
 
-  /** Reads every parameter under `prefix` back in the reference's names and layouts (one readback). */
+  /**
+   * Reads every parameter under `prefix` back in the reference's names and layouts (one readback), each in its
+   * stored dtype (float16 weights as float16, as PyTorch's state_dict of a half model).
+   */
   async stateDict(prefix = ""): Promise<Record<string, HostTensor>> {
     const names = [...this.keys(prefix).keys()];
     const entries = names.map((n) => this.#entry(prefix + n));
     const hosts = await Tensor.toHostAll(entries.map((e) => e.tensor));
     const out: Record<string, HostTensor> = {};
-    names.forEach((n, i) => {
-      const e = entries[i];
-      const data = hosts[i].data as Float32Array;
-      out[n] = { dtype: "float32", shape: this.#shape(e), data: e.layout ? e.layout.toExternal(data) : data };
-    });
+    names.forEach((n, i) => out[n] = this.#external(entries[i], hosts[i]));
     return out;
   }
 
+  /** The state_dict entry `name` (full name, or an alias) alone, as {@linkcode ParameterStore.stateDict} gives it. */
+  async read(name: string): Promise<HostTensor> {
+    const e = this.#entry(name);
+    return this.#external(e, await e.tensor.toHost());
+  }
+
+  /** A parameter's readback in the reference's layout, in its stored dtype. */
+  #external(e: Entry, h: HostTensor): HostTensor {
+    const data = e.layout ? e.layout.toExternal(h.data as Float32Array) : h.data;
+    return { dtype: h.dtype, shape: this.#shape(e), data };
+  }
+
   /**
-   * Loads reference-named tensors under `prefix`. Everything is checked before anything is written, so a failed
-   * load leaves the model unchanged. Tied names must hold equal values.
+   * Loads reference-named tensors under `prefix`, converting any float dtype to each parameter's. Everything is
+   * checked before anything is written, so a failed load leaves the model unchanged. Tied names must hold equal
+   * values.
    */
   load(record: Record<string, HostTensor>, prefix = "", options: LoadOptions = {}): void {
     const expected = this.keys(prefix);
     const problems: string[] = [];
-    const writes = new Map<Entry, { name: string; data: Float32Array }>();
+    const writes = new Map<Entry, { name: string; data: Float32Array | Uint16Array }>();
     for (const [name, t] of Object.entries(record)) {
       const shape = expected.get(name);
       if (!shape) {
@@ -153,7 +189,11 @@ export class ParameterStore {
         continue;
       }
       const entry = this.#entry(prefix + name);
-      const data = entry.layout ? entry.layout.fromExternal(toFloat32(t)) : toFloat32(t);
+      const data = entry.tensor.dtype === "float16"
+        ? toFloat16(t)
+        : entry.layout
+        ? entry.layout.fromExternal(toFloat32(t))
+        : toFloat32(t);
       const earlier = writes.get(entry);
       if (earlier && earlier.data.some((v, i) => v !== data[i] && !(Number.isNaN(v) && Number.isNaN(data[i])))) {
         problems.push(`${name} is tied to ${earlier.name} but holds different values`);
@@ -167,6 +207,13 @@ export class ParameterStore {
       throw new StateDictError(`loadStateDict: ${problems.length} problem(s):\n  ${problems.join("\n  ")}`);
     }
     for (const [entry, { data }] of writes) this.gpu.upload(entry.tensor.buffer, 0, data);
+  }
+
+  /** Uploads values in internal order into a parameter, rounding them to float16 for a float16 one. */
+  #write(entry: Entry, data: Float32Array): void {
+    const { tensor } = entry;
+    const host: HostTensor = { dtype: "float32", shape: [...tensor.shape], data };
+    this.gpu.upload(tensor.buffer, 0, tensor.dtype === "float16" ? toFloat16(host) : data);
   }
 
   /** Frees every parameter's GPU memory. */
@@ -201,9 +248,14 @@ export class Scope {
     return new Scope(this.store, `${this.prefix}${name}.`);
   }
 
-  /** Registers a parameter named relative to this scope. */
+  /** Registers a float32 parameter named relative to this scope. */
   add(name: string, shape: number[], init: Init, layout?: Layout): Tensor {
     return this.store.add(this.prefix + name, shape, init, layout);
+  }
+
+  /** Registers a weight named relative to this scope, in the store's weight dtype. */
+  addWeight(name: string, shape: number[], init: Init): Tensor {
+    return this.store.addWeight(this.prefix + name, shape, init);
   }
 
   /** The GPU the parameters live on. */

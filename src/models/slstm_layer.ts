@@ -24,9 +24,10 @@ const NORM_EPS = 1e-5;
 
 /**
  * The recurrent kernel and bias layouts of the reference's `cuda` backend (spec A5.4). We compute in the vanilla
- * layout; a `cuda` config stores and loads its state_dict in the cuda layout, as the reference does.
+ * layout; a `cuda` config stores and loads its state_dict in the cuda layout, as the reference does. Checkpoint
+ * conversion (checkpoint_format.ts) uses the same mapping.
  */
-function cudaLayouts(NH: number, DH: number): { kernel: Layout; bias: Layout } {
+export function cudaLayouts(NH: number, DH: number): { kernel: Layout; bias: Layout } {
   const H = NH * DH;
   // internal kernel [h, g·DH + o, i] ↔ cuda [h, i, g·DH + o]; internal bias [g·H + h·DH + d] ↔ cuda [h·4DH + g·DH + d]
   const kernelIndex = (h: number, r: number, i: number) => [(h * 4 * DH + r) * DH + i, (h * DH + i) * 4 * DH + r];

@@ -8,8 +8,19 @@
 
 import { needsGrad, noGrad, record } from "../autograd.ts";
 import type { xLSTMLargeConfig } from "../config.ts";
+import { type GenerateOptions, generateTokens } from "../generate/generate.ts";
+import { releaseState } from "../generate/model.ts";
 import { formatShape } from "../host_tensor.ts";
-import { add, concatColumns, embedding, gatedActivation, linear, mlstmParallel, norm } from "../nn/functional.ts";
+import {
+  add,
+  concatColumns,
+  embedding,
+  gatedActivation,
+  gradFor,
+  linear,
+  mlstmParallel,
+  norm,
+} from "../nn/functional.ts";
 import { mlstmRecurrentStep, type MlstmState } from "../ops/mlstm.ts";
 import { mlstmChunkwiseForward } from "../ops/mlstm_chunkwise.ts";
 import type { NormOptions } from "../ops/norm.ts";
@@ -20,7 +31,7 @@ import {
   softCap as softCapKernel,
   softCapBackward,
 } from "../ops/pointwise.ts";
-import { expectShape, matrix, type MatrixView, Tensor, tidy } from "../tensor.ts";
+import { columns, expectShape, matrix, type MatrixView, Tensor, tidy } from "../tensor.ts";
 import { type CreateOptions, Module, rootScope } from "./module.ts";
 import { inits, type Scope } from "./parameters.ts";
 
@@ -31,19 +42,11 @@ import { inits, type Scope } from "./parameters.ts";
  */
 export type xLSTMLargeState = Record<number, [Tensor, Tensor, Tensor]>;
 
-/** Options of {@linkcode xLSTMLarge.generate}. */
-export interface xLSTMLargeGenerateOptions {
-  /** Number of tokens to generate N ≥ 1 (the reference's `max_length`): N forward calls. */
-  maxNewTokens: number;
-  /** Only `"greedy"` (the reference's only sampler). */
-  sampling?: "greedy";
-  /** State to continue from (the reference's `state`); fresh zeros when absent. */
-  state?: xLSTMLargeState;
-  /** Start token when there is no prefill (default 0, the reference's BOS). */
-  bosTokenId?: number;
-  /** Batch size when there is no prefill (default 1). */
-  batchSize?: number;
-}
+/**
+ * Options of {@linkcode xLSTMLarge.generate}: those of `generateTokens` (greedy by default, as the reference;
+ * `state` continues from a recurrent state, the reference's `state`).
+ */
+export type xLSTMLargeGenerateOptions = GenerateOptions<xLSTMLargeState>;
 
 /** `cap·tanh(x / cap)`, differentiable; identity for a null cap (the reference's `soft_cap(x, None)`). */
 function softCap(x: Tensor, cap: number | null): Tensor {
@@ -51,23 +54,30 @@ function softCap(x: Tensor, cap: number | null): Tensor {
   return record(softCapKernel(x, cap), "softCap", [x], [x], (dy, [xs]) => [softCapBackward(dy, xs, cap)]);
 }
 
-/** `sigmoid(o) ⊙ h`, differentiable. */
-function sigmoidGate(o: Tensor, h: Tensor): Tensor {
-  return record(sigmoidGateKernel(o, h), "sigmoidGate", [o, h], [o, h], (dy, [os, hs]) => {
-    const g = sigmoidGateBackward(dy, os, hs);
-    return [g.do, g.dh];
+/** `sigmoid(o) ⊙ h`, differentiable; `o` a view of h's rows (the o columns of a fused projection). */
+function sigmoidGate(o: MatrixView, h: Tensor): Tensor {
+  return record(sigmoidGateKernel(o, h), "sigmoidGate", [o.tensor, h], [o.tensor, h], (dy, [os, hs]) => {
+    const g = sigmoidGateBackward(dy, { ...o, tensor: os }, hs);
+    return [gradFor(o, g.do), g.dh];
   });
 }
 
-/** A PyTorch-default `nn.Linear(inF, outF, bias)` under `scope`: weight and bias U(±1/√inF). */
+/** A Linear's (or a norm's) weight and optional bias. */
 interface LinearWeights {
   weight: Tensor;
   bias: Tensor | null;
 }
 
+/**
+ * A PyTorch-default `nn.Linear(inF, outF, bias)` under `scope`: weight and bias U(±1/√inF); the weight in the
+ * model's weight dtype, the bias float32.
+ */
 function linearParams(scope: Scope, inF: number, outF: number, bias: boolean): LinearWeights {
   const init = inits.uniform(1 / Math.sqrt(inF));
-  return { weight: scope.add("weight", [outF, inF], init), bias: bias ? scope.add("bias", [outF], init) : null };
+  return {
+    weight: scope.addWeight("weight", [outF, inF], init),
+    bias: bias ? scope.add("bias", [outF], init) : null,
+  };
 }
 
 /** A norm's weight (ones) and optional bias (zeros) under `scope`. */
@@ -82,47 +92,65 @@ function applyLinear(x: Tensor, w: LinearWeights): Tensor {
   return linear(x, w.weight, w.bias);
 }
 
-/** The parameters of one `mLSTMBlock` (spec C2), in the reference's state_dict order. */
+/**
+ * The outputs of a group of projections of `x`, `fn` applied to each, as one column view per width: the separate
+ * Linears of single mode, or the column slices of fused mode's one Linear (the same values: its weight is theirs
+ * stacked by rows; `fn` must be elementwise).
+ */
+function project(x: Tensor, ws: LinearWeights[], widths: number[], fn = (y: Tensor) => y): MatrixView[] {
+  const ys = ws.map((w) => fn(applyLinear(x, w)));
+  if (ys.length === widths.length) return ys.map((y) => matrix(y));
+  let at = 0;
+  return widths.map((n) => columns(ys[0], (at += n) - n, n));
+}
+
+/**
+ * The parameters of one `mLSTMBlock` (spec C2), in the reference's state_dict order. Projection groups hold the
+ * single mode's Linears or fused mode's one.
+ */
 interface BlockWeights {
   normMlstm: LinearWeights;
-  q: LinearWeights;
-  k: LinearWeights;
-  v: LinearWeights;
-  o: LinearWeights;
-  i: LinearWeights;
-  f: LinearWeights;
+  /** [q, k, v, ogate_preact], or [qkv_opreact] (rows [q|k|v|o]). */
+  qkvo: LinearWeights[];
+  /** [igate_preact, fgate_preact], or [ifgate_preact] (rows [i|f]). */
+  gates: LinearWeights[];
   headNorm: LinearWeights;
   out: LinearWeights;
   normFfn: LinearWeights;
-  upGate: LinearWeights;
-  up: LinearWeights;
+  /** [proj_up_gate, proj_up], or [proj_up_gate_z] (rows [gate|z]). */
+  up: LinearWeights[];
   down: LinearWeights;
 }
 
 function blockParams(scope: Scope, c: xLSTMLargeConfig): BlockWeights {
-  const E = c.embedding_dim, NH = c.num_heads, bias = c.use_bias;
+  const E = c.embedding_dim, NH = c.num_heads, bias = c.use_bias, F = c.ffn_dim;
   const layer = scope.child("mlstm_layer"), ffn = scope.child("ffn");
+  const fused = c.weight_mode === "fused";
+  const lin = (s: Scope, name: string, inF: number, outF: number, b = bias) =>
+    linearParams(s.child(name), inF, outF, b);
   return {
     normMlstm: normParams(scope.child("norm_mlstm"), E, bias),
-    q: linearParams(layer.child("q"), E, c.qk_dim, bias),
-    k: linearParams(layer.child("k"), E, c.qk_dim, bias),
-    v: linearParams(layer.child("v"), E, c.v_dim, bias),
-    o: linearParams(layer.child("ogate_preact"), E, c.v_dim, bias),
-    i: linearParams(layer.child("igate_preact"), E, NH, true),
-    f: linearParams(layer.child("fgate_preact"), E, NH, true),
+    qkvo: fused ? [lin(layer, "qkv_opreact", E, 2 * c.qk_dim + 2 * c.v_dim)] : [
+      lin(layer, "q", E, c.qk_dim),
+      lin(layer, "k", E, c.qk_dim),
+      lin(layer, "v", E, c.v_dim),
+      lin(layer, "ogate_preact", E, c.v_dim),
+    ],
+    gates: fused
+      ? [lin(layer, "ifgate_preact", E, 2 * NH, true)]
+      : [lin(layer, "igate_preact", E, NH, true), lin(layer, "fgate_preact", E, NH, true)],
     headNorm: normParams(layer.child("multihead_norm"), c.v_dim, bias),
-    out: linearParams(layer.child("out_proj"), c.v_dim, E, bias),
+    out: lin(layer, "out_proj", c.v_dim, E),
     normFfn: normParams(scope.child("norm_ffn"), E, bias),
-    upGate: linearParams(ffn.child("proj_up_gate"), E, c.ffn_dim, bias),
-    up: linearParams(ffn.child("proj_up"), E, c.ffn_dim, bias),
-    down: linearParams(ffn.child("proj_down"), c.ffn_dim, E, bias),
+    up: fused ? [lin(ffn, "proj_up_gate_z", E, 2 * F)] : [lin(ffn, "proj_up_gate", E, F), lin(ffn, "proj_up", E, F)],
+    down: lin(ffn, "proj_down", F, E),
   };
 }
 
-/** Rows `b·S + t` (b = 0..B−1) of a `[B, S, X]` tensor: time step t of every sequence. */
-function timeRows(x: Tensor, B: number, S: number, t: number): MatrixView {
-  const X = x.size / (B * S);
-  return { tensor: x, rows: B, cols: X, offset: t * X, stride: S * X };
+/** Rows `b·S + t` (b = 0..B−1) of a `[B, S, X]` tensor or a column view of one: time step t of every sequence. */
+function timeRows(x: Tensor | MatrixView, B: number, S: number, t: number): MatrixView {
+  const v = x instanceof Tensor ? matrix(x, x.size / (B * S)) : x;
+  return { ...v, rows: B, offset: v.offset + t * v.stride, stride: S * v.stride };
 }
 
 /**
@@ -130,7 +158,11 @@ function timeRows(x: Tensor, B: number, S: number, t: number): MatrixView {
  *
  * Parameters carry the names of NX-AI's `xlstm.xlstm_large.model.xLSTMLarge` state_dict (`embedding.weight`,
  * `backbone.blocks.{i}.…`, `backbone.out_norm.weight`, `lm_head.weight`) with PyTorch's default initialisation (the
- * reference has no custom init). Only `weight_mode: "single"` is supported.
+ * reference has no custom init). `weight_mode: "fused"` stores each block's q|k|v|o, i|f and gate|z projections
+ * as one Linear each (`qkv_opreact`, `ifgate_preact`, `proj_up_gate_z`), so a token takes fewer dispatches; the
+ * cell reads column views of their outputs. `weightDtype: "float16"` (option of {@linkcode xLSTMLarge.create})
+ * stores the Linear weights and the embedding in float16 for inference (f32 arithmetic, f32 norms, biases and
+ * states); such a model takes no gradients.
  *
  * The cell follows the reference's inference math in every mode: the stabiliser starts at m = 0 and the states keep
  * keys unscaled. Inference (from a state, or without gradients) runs the reference's inference wrapper: the
@@ -160,27 +192,27 @@ export class xLSTMLarge extends Module {
   #outNorm: LinearWeights | null;
   #head: Tensor;
 
-  /** Registers the model's parameters under `scope` in the reference's state_dict order. */
+  /** Registers the model's parameters under `scope` in the reference's state_dict order (of its weight mode). */
   constructor(scope: Scope, config: xLSTMLargeConfig) {
     super(scope);
-    if (config.weight_mode !== "single") {
-      throw new RangeError(
-        `xLSTMLarge: weight_mode "${config.weight_mode}" is not supported; use "single" (convert fused checkpoints ` +
-          `by splitting qkv_opreact, ifgate_preact and proj_up_gate_z along dim 0)`,
-      );
+    if (config.weight_mode !== "single" && config.weight_mode !== "fused") {
+      throw new RangeError(`xLSTMLarge: weight_mode must be "single" or "fused", got "${config.weight_mode}"`);
     }
     this.config = config;
     const E = config.embedding_dim, V = config.vocab_size;
-    this.#embedding = scope.child("embedding").add("weight", [V, E], inits.normal(1));
+    this.#embedding = scope.child("embedding").addWeight("weight", [V, E], inits.normal(1));
     const backbone = scope.child("backbone"), blocks = backbone.child("blocks");
     this.#blocks = Array.from({ length: config.num_blocks }, (_, i) => blockParams(blocks.child(String(i)), config));
     this.#outNorm = config.add_out_norm ? normParams(backbone.child("out_norm"), E, config.use_bias) : null;
     this.#head = linearParams(scope.child("lm_head"), E, V, false).weight;
   }
 
-  /** Creates a model with fresh parameters (state_dict keys as the reference's `xLSTMLarge`). */
+  /**
+   * Creates a model with fresh parameters (state_dict keys as the reference's `xLSTMLarge`). `options.weightDtype`
+   * `"float16"` stores the weights in half precision (inference only; needs `shader-f16`).
+   */
   static async create(config: xLSTMLargeConfig, options: CreateOptions = {}): Promise<xLSTMLarge> {
-    return new xLSTMLarge(await rootScope(options), config);
+    return new xLSTMLarge(await rootScope(options, { float16: true }), config);
   }
 
   /**
@@ -218,45 +250,15 @@ export class xLSTMLarge extends Module {
   }
 
   /**
-   * Greedy generation (spec C4): `maxNewTokens` forward calls, the prefill `[B, P]` (or one BOS token per sequence
-   * when absent) and then one call per generated token. Returns the generated int32 ids `[B, maxNewTokens]`, without
-   * the prefill.
+   * Generation (spec C4) through `generateTokens`: `maxNewTokens` forward calls, the prefill `[B, P]` (or one BOS
+   * token per sequence when absent) and then one call per generated token, each token chosen on the GPU (greedy
+   * unless `sampling` says otherwise). Returns the generated int32 ids `[B, maxNewTokens]`, without the prefill; the
+   * final state is freed (use `generateTokens` to keep it).
    */
   async generate(prefill: Tensor | undefined, options: xLSTMLargeGenerateOptions): Promise<Tensor> {
-    const { maxNewTokens: N, sampling = "greedy", bosTokenId = 0, batchSize = 1 } = options;
-    if (!Number.isInteger(N) || N < 1) throw new RangeError(`generate: maxNewTokens must be an integer ≥ 1, got ${N}`);
-    if (sampling !== "greedy") throw new RangeError(`generate: sampling "${sampling}" is not supported; use "greedy"`);
-    const V = this.config.vocab_size, gpu = this.gpu;
-    const ids = (B: number, data: Int32Array) => Tensor.fromHost(gpu, { dtype: "int32", shape: [B, 1], data });
-    let input = prefill ?? ids(batchSize, new Int32Array(batchSize).fill(bosTokenId));
-    const B = input.shape[0];
-    const out = new Int32Array(B * N);
-    let state = options.state;
-    try {
-      for (let step = 0; step < N; step++) {
-        const [last, next] = noGrad(() =>
-          tidy(() => {
-            const [logits, s] = this.apply(input, state);
-            const S = logits.shape[1];
-            const row = Tensor.zeros(gpu, [B, V]);
-            addInto(matrix(row), timeRows(logits, B, S, S - 1));
-            return [row, s] as const;
-          })
-        );
-        if (state !== options.state) disposeState(state!);
-        state = next;
-        const host = (await last.toHost()).data as Float32Array;
-        last.dispose();
-        const tokens = new Int32Array(B);
-        for (let b = 0; b < B; b++) tokens[b] = out[b * N + step] = argmax(host, b * V, V);
-        if (input !== prefill) input.dispose();
-        input = ids(B, tokens);
-      }
-    } finally {
-      if (input !== prefill) input.dispose();
-      if (state && state !== options.state) disposeState(state);
-    }
-    return Tensor.fromHost(gpu, { dtype: "int32", shape: [B, N], data: out });
+    const { tokens, checkpoint } = await generateTokens(this, prefill, options);
+    releaseState(checkpoint.state, options.state ?? options.resume?.state);
+    return Tensor.fromHost(this.gpu, tokens);
   }
 
   get #rms(): NormOptions {
@@ -284,8 +286,9 @@ export class xLSTMLarge extends Module {
   ): [Tensor, [Tensor, Tensor, Tensor]] {
     const c = this.config, NH = c.num_heads, cap = c.gate_soft_cap;
     const xn = norm(x, w.normMlstm.weight, w.normMlstm.bias, this.#rms);
-    const [q, k, v, o] = [w.q, w.k, w.v, w.o].map((p) => applyLinear(xn, p));
-    const i = softCap(applyLinear(xn, w.i), cap), f = softCap(applyLinear(xn, w.f), cap);
+    const [q, k, v, o] = project(xn, w.qkvo, [c.qk_dim, c.qk_dim, c.v_dim, c.v_dim]);
+    // The soft cap is elementwise: capping the fused [i|f] output at once is capping each.
+    const [i, f] = project(xn, w.gates, [NH, NH], (y) => softCap(y, cap));
     const { h, state } = this.#cell(q, k, v, i, f, B, S, prev);
     const hn = norm(h, w.headNorm.weight, w.headNorm.bias, {
       kind: "layer",
@@ -295,7 +298,9 @@ export class xLSTMLarge extends Module {
     });
     const x1 = add(x, applyLinear(sigmoidGate(o, hn), w.out));
     const xf = norm(x1, w.normFfn.weight, w.normFfn.bias, this.#rms);
-    const gu = concatColumns([applyLinear(xf, w.upGate), applyLinear(xf, w.up)]);
+    // [gate | z]: fused mode's output as it is, single mode's two outputs side by side.
+    const ups = w.up.map((p) => applyLinear(xf, p));
+    const gu = ups.length === 1 ? ups[0] : concatColumns(ups);
     const y = applyLinear(gatedActivation(gu, "swish"), w.down).reshape([B, S, c.embedding_dim]);
     return [add(x1, y), state];
   }
@@ -305,18 +310,18 @@ export class xLSTMLarge extends Module {
    * from the differentiable parallel kernel and only the state from the inference cascade.
    */
   #cell(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    i: Tensor,
-    f: Tensor,
+    q: MatrixView,
+    k: MatrixView,
+    v: MatrixView,
+    i: MatrixView,
+    f: MatrixView,
     B: number,
     S: number,
     prev?: [Tensor, Tensor, Tensor],
   ): { h: Tensor; state: [Tensor, Tensor, Tensor] } {
     const c = this.config, NH = c.num_heads, eps = c.eps;
     if (prev || !needsGrad(q, k, v, i, f)) return this.#cascade(q, k, v, i, f, B, S, prev);
-    const h = mlstmParallel(matrix(q), matrix(k), matrix(v), matrix(i), matrix(f), { batch: B, numHeads: NH, eps });
+    const h = mlstmParallel(q, k, v, i, f, { batch: B, numHeads: NH, eps });
     // Neither the chunkwise kernel nor the step has a backward: they give the state only, and their h is dropped.
     const { h: hInfer, state } = noGrad(() => this.#cascade(q, k, v, i, f, B, S));
     hInfer.dispose();
@@ -326,19 +331,20 @@ export class xLSTMLarge extends Module {
   /**
    * The reference's inference wrapper (spec B2.6): for cs = chunk_size, chunk_size/2, … while cs ≥ 16 the chunkwise
    * kernel takes ⌊remaining/cs⌋·cs tokens, the state carried through; the remainder (< 16 tokens) runs through the
-   * recurrent step (m₀ = 0 without a state). Records no gradients.
+   * recurrent step (m₀ = 0 without a state). Records no gradients. The views' tensors hold exactly the B·S rows
+   * (a projection's output, or column slices of one).
    */
   #cascade(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    i: Tensor,
-    f: Tensor,
+    q: MatrixView,
+    k: MatrixView,
+    v: MatrixView,
+    i: MatrixView,
+    f: MatrixView,
     B: number,
     S: number,
     prev?: [Tensor, Tensor, Tensor],
   ): { h: Tensor; state: [Tensor, Tensor, Tensor] } {
-    const c = this.config, NH = c.num_heads, DV = c.v_dim, gpu = q.gpu;
+    const c = this.config, NH = c.num_heads, DV = c.v_dim, gpu = q.tensor.gpu;
     let st: MlstmState | null = prev ? { c: prev[0], n: prev[1], m: prev[2].reshape([B, NH]) } : null;
     // Replaces the carried state, freeing the previous one unless it is the caller's (a 7B state is MBs per step).
     const advance = (next: MlstmState): void => {
@@ -351,16 +357,18 @@ export class xLSTMLarge extends Module {
     for (let cs = c.chunk_size; cs >= 16 && S > 1; cs = Math.floor(cs / 2)) {
       const n = Math.floor((S - t0) / cs) * cs;
       if (n === 0) continue;
-      // A time range of every sequence: a row range when B = 1 (or the whole sequence), else copied out contiguously.
+      // A time range of every sequence: a row range when B = 1 (or the whole sequence), else copied out contiguously
+      // (whole rows, once per tensor: q, k, v may share one).
       const whole = n === S || B === 1;
-      const copies: Tensor[] = [];
-      const seg = (x: Tensor): MatrixView => {
-        const X = x.size / (B * S);
-        if (whole) return { tensor: x, rows: B * n, cols: X, offset: t0 * X, stride: X };
-        const y = Tensor.empty(gpu, [B, n, X]);
-        copyTime(x, S, t0, y, n, 0, B, n);
-        copies.push(y);
-        return matrix(y);
+      const copies = new Map<Tensor, Tensor>();
+      const seg = (x: MatrixView): MatrixView => {
+        if (whole) return { ...x, rows: B * n, offset: x.offset + t0 * x.stride };
+        let y = copies.get(x.tensor);
+        if (!y) {
+          copies.set(x.tensor, y = Tensor.empty(gpu, [B, n, x.stride]));
+          copyTime(x.tensor, S, t0, y, n, 0, B, n);
+        }
+        return { ...x, tensor: y, rows: B * n };
       };
       const r = mlstmChunkwiseForward(seg(q), seg(k), seg(v), seg(i), seg(f), st, {
         batch: B,
@@ -378,7 +386,7 @@ export class xLSTMLarge extends Module {
       t0 += n;
     }
     for (let t = t0; t < S; t++) {
-      const row = (x: Tensor) => timeRows(x, B, S, t);
+      const row = (x: MatrixView) => timeRows(x, B, S, t);
       const r = mlstmRecurrentStep(row(q), row(k), row(v), row(i), row(f), st, {
         numHeads: NH,
         eps: c.eps,
@@ -414,15 +422,4 @@ function copyTime(
   for (let b = 0; b < B; b++) {
     src.gpu.copy(src.buffer, 4 * (b * srcS + from) * X, dst.buffer, 4 * (b * dstS + to) * X, 4 * n * X);
   }
-}
-
-/** Index of the first maximum of `data[start, start + n)` (torch.argmax's tie rule). */
-function argmax(data: Float32Array, start: number, n: number): number {
-  let best = 0;
-  for (let j = 1; j < n; j++) if (data[start + j] > data[start + best]) best = j;
-  return best;
-}
-
-function disposeState(state: xLSTMLargeState): void {
-  for (const s of Object.values(state)) for (const t of s) t.dispose();
 }

@@ -34,6 +34,7 @@ import {
 } from "../ops/pointwise.ts";
 import { sumRows } from "../ops/reduce.ts";
 import { type SlstmFunction, slstmRecurrentBackward, slstmRecurrentForward } from "../ops/slstm.ts";
+import { formatShape } from "../host_tensor.ts";
 import { columns, matrix, type MatrixView, Tensor } from "../tensor.ts";
 
 /** A partial gradient for `view`, or the whole gradient when the view covers its tensor contiguously. */
@@ -43,12 +44,29 @@ export function gradFor(view: MatrixView, grad: Tensor): InputGrad {
   return whole ? grad.reshape(t.shape) : { view, grad };
 }
 
-/** `x·Wᵀ + b` (PyTorch `nn.Linear`): x `[..., K]`, weight `[N, K]`, bias `[N]`. */
+/**
+ * Throws when a backward pass needs the gradient of a float16 weight: those are for inference only (the kernels
+ * read them but write no float16 gradients).
+ */
+function refuseHalfGradient(op: string, weight: Tensor): void {
+  if (weight.requiresGrad && weight.dtype === "float16") {
+    throw new TypeError(
+      `${op}: backward through the float16 weight ${formatShape(weight.shape)} is not supported: float16 weights ` +
+        `are for inference only (run under noGrad(), or create the model with weightDtype "float32" to train)`,
+    );
+  }
+}
+
+/**
+ * `x·Wᵀ + b` (PyTorch `nn.Linear`): x `[..., K]`, weight `[N, K]`, bias `[N]`. A float16 weight takes no gradient
+ * (the backward throws if it would need one).
+ */
 export function linear(x: Tensor, weight: Tensor, bias: Tensor | null = null): Tensor {
   const y = linearKernel(x, weight, bias);
   if (!needsGrad(x, weight, bias)) return y;
   const K = weight.shape[1], N = weight.shape[0];
   return record(y, "linear", [x, weight, bias], [x, weight], (dy, [xs, w]) => {
+    refuseHalfGradient("linear", weight);
     const dy2 = matrix(dy, N), x2 = matrix(xs, K);
     let dx: Tensor | null = null, dw: Tensor | null = null, db: Tensor | null = null;
     if (x.requiresGrad) {
@@ -87,14 +105,14 @@ export function norm(x: Tensor, weight: Tensor | null, bias: Tensor | null, opti
   });
 }
 
-/** Token embedding: int32 ids `[...]` → `[..., E]`. */
+/** Token embedding: int32 ids `[...]` → `[..., E]`. A float16 table takes no gradient (the backward throws). */
 export function embedding(ids: Tensor, weight: Tensor): Tensor {
   const y = embeddingKernel(ids, weight);
   if (!needsGrad(weight)) return y;
-  return record(y, "embedding", [null, weight], [ids], (dy, [idsSaved]) => [
-    null,
-    embeddingBackward(idsSaved, dy, weight.shape[0]),
-  ]);
+  return record(y, "embedding", [null, weight], [ids], (dy, [idsSaved]) => {
+    refuseHalfGradient("embedding", weight);
+    return [null, embeddingBackward(idsSaved, dy, weight.shape[0])];
+  });
 }
 
 /** Mean cross-entropy over labels ≠ `ignoreIndex`, with argmax accuracy counts (not differentiable). */

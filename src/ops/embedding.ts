@@ -7,37 +7,50 @@
 
 import code from "../../shaders/embedding_forward.wgsl" with { type: "text" };
 import backwardCode from "../../shaders/embedding_backward.wgsl" with { type: "text" };
-import { grid, Params } from "../gpu/runtime.ts";
+import { type BufferRange, grid, type Kernel, Params } from "../gpu/runtime.ts";
 import { formatShape } from "../host_tensor.ts";
-import { expectShape, Tensor } from "../tensor.ts";
+import { type DType, elementBytes, expectShape, Tensor } from "../tensor.ts";
 
-const KERNEL = { name: "embedding_forward", code };
+/** The lookup for each element type of the table: the shared source with the table's alias prepended. */
+const KERNELS: Partial<Record<DType, Kernel>> = {
+  float32: { name: "embedding_forward", code: "alias W = f32;\n" + code },
+  float16: { name: "embedding_forward(f16)", code: "enable f16;\nalias W = f16;\n" + code },
+};
 const QUIET_NAN_BITS = 0x7fc00000;
 
 /**
- * `out[..., e] = weight[ids[...], e]` for int32 `ids [...]` and `weight [V, E]`; returns a new `[..., E]` tensor.
+ * `out[..., e] = weight[ids[...], e]` for int32 `ids [...]` and `weight [V, E]`; returns a new float32 `[..., E]`
+ * tensor. The weight is float32, or float16 on adapters with `shader-f16` (converted as it is read).
  *
  * An id outside `[0, V)` yields a row of NaN (callers validate host ids; this keeps a bad id on the GPU from passing
  * for a real embedding). A weight larger than one storage binding (`gpu.maxBinding`, e.g. 50304 × 4096 f32 = 824 MB)
- * is looked up in vocabulary row ranges, one dispatch per range.
+ * is looked up in vocabulary row ranges, one dispatch per range; an output larger than one binding (a 16k-token
+ * prefill at E 4096: 268 MB) is written in ranges of positions, each looked up in every vocabulary range.
  */
 export function embedding(ids: Tensor, weight: Tensor): Tensor {
   if (ids.dtype !== "int32") {
     throw new TypeError(`embedding: ids must be int32, got ${ids.dtype} ${formatShape(ids.shape)}`);
   }
-  if (weight.dtype !== "float32" || weight.shape.length !== 2) {
+  if (weight.dtype === "int32" || weight.shape.length !== 2) {
     throw new RangeError(
-      `embedding: weight must be a float32 [V, E] matrix, got ${weight.dtype} ${formatShape(weight.shape)}`,
+      `embedding: weight must be a float32 or float16 [V, E] matrix, got ${weight.dtype} ${formatShape(weight.shape)}`,
     );
   }
   const [vocab, dim] = weight.shape;
   const gpu = ids.gpu;
+  if (weight.dtype === "float16" && !gpu.hasF16) {
+    throw new TypeError(
+      `embedding: weight ${formatShape(weight.shape)} is float16, but this adapter lacks the WebGPU feature ` +
+        `"shader-f16"; use a float32 weight`,
+    );
+  }
   const out = Tensor.empty(gpu, [...ids.shape, dim]);
   if (out.size === 0) return out;
   if (vocab > 2 ** 31 - 1) throw new RangeError(`embedding: a vocabulary of ${vocab} rows exceeds int32 ids`);
-  // Rows per range: a range's bytes plus the slack of aligning its start down must fit one binding.
-  const align = gpu.limits.minStorageBufferOffsetAlignment;
-  const rowBytes = dim * 4;
+  const align = gpu.limits.minStorageBufferOffsetAlignment, e = elementBytes(weight.dtype);
+  const rowBytes = dim * e;
+  // Rows per range: a range's bytes plus the slack of aligning its start down (and, for float16, of rounding its
+  // end up to a whole word: the two together stay under one alignment) must fit one binding.
   const rowsPerRange = weight.bytes <= gpu.maxBinding ? vocab : Math.floor((gpu.maxBinding - align) / rowBytes);
   if (rowsPerRange < 1) {
     throw new RangeError(
@@ -45,21 +58,42 @@ export function embedding(ids: Tensor, weight: Tensor): Tensor {
         `storage binding limit of ${gpu.maxBinding} bytes`,
     );
   }
-  const pipeline = gpu.pipeline(KERNEL);
-  const idsRange = ids.binding("embedding ids"), outRange = out.binding("embedding out");
-  for (let lo = 0; lo === 0 || lo < vocab; lo += rowsPerRange) {
-    const hi = Math.min(vocab, lo + rowsPerRange);
-    const start = lo * rowBytes, offset = Math.floor(start / align) * align;
-    const size = Math.max(4, hi * rowBytes - offset);
-    gpu.dispatch(
-      pipeline,
-      [idsRange, { buffer: weight.buffer, offset, size }, outRange],
-      new Params().u32(out.size).u32(dim).u32(vocab).u32(lo).u32(hi).u32((start - offset) / 4)
-        .u32(lo === 0 ? 1 : 0).u32(QUIET_NAN_BITS),
-      grid(out.size, 256, gpu.limits.maxComputeWorkgroupsPerDimension),
+  const pipeline = gpu.pipeline(KERNELS[weight.dtype]!);
+  const positions = ids.size;
+  const perPart = out.bytes <= gpu.maxBinding ? positions : Math.floor((gpu.maxBinding - align) / (dim * 4));
+  if (perPart < 1) {
+    throw new RangeError(
+      `embedding: one output row of ${dim} floats does not fit this adapter's storage binding limit of ` +
+        `${gpu.maxBinding} bytes`,
     );
   }
+  for (let p0 = 0; p0 < positions; p0 += perPart) {
+    const count = Math.min(perPart, positions - p0);
+    const [idsRange, idsOff] = elementRange(ids, p0, count, align);
+    const [outRange, outOff] = elementRange(out, p0 * dim, count * dim, align);
+    for (let lo = 0; lo === 0 || lo < vocab; lo += rowsPerRange) {
+      const hi = Math.min(vocab, lo + rowsPerRange);
+      const start = lo * rowBytes, offset = Math.floor(start / align) * align;
+      const size = Math.max(4, Math.ceil((hi * rowBytes) / 4) * 4 - offset);
+      gpu.dispatch(
+        pipeline,
+        [idsRange, { buffer: weight.buffer, offset, size }, outRange],
+        new Params().u32(count * dim).u32(dim).u32(vocab).u32(lo).u32(hi).u32((start - offset) / e)
+          .u32(lo === 0 ? 1 : 0).u32(QUIET_NAN_BITS).u32(idsOff).u32(outOff),
+        grid(count * dim, 256, gpu.limits.maxComputeWorkgroupsPerDimension),
+      );
+    }
+  }
   return out;
+}
+
+/**
+ * The binding of elements `[first, first + count)` of a 4-byte tensor, its start aligned down, and the index of
+ * `first` within it.
+ */
+function elementRange(t: Tensor, first: number, count: number, align: number): [BufferRange, number] {
+  const offset = Math.floor((first * 4) / align) * align;
+  return [{ buffer: t.buffer, offset, size: (first + count) * 4 - offset }, first - offset / 4];
 }
 
 const BACKWARD = { name: "embedding_backward", code: backwardCode };

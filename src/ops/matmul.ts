@@ -7,15 +7,22 @@
  * ranges of K; each block binds only the byte ranges it touches, and K blocks after the first accumulate into C.
  * A batch is split likewise into groups of products whose ranges fit one binding (and one grid dimension).
  *
+ * B may hold float16 weights (on adapters with `shader-f16`): the shader converts them to f32 as it loads them, and
+ * accumulates in f32. Everything else is float32.
+ *
  * @module
  */
 
 import code from "../../shaders/matmul.wgsl" with { type: "text" };
-import { type BufferRange, type Gpu, Params } from "../gpu/runtime.ts";
+import { type BufferRange, type Gpu, type Kernel, Params } from "../gpu/runtime.ts";
 import { formatShape } from "../host_tensor.ts";
-import { type MatrixView, Tensor } from "../tensor.ts";
+import { type DType, elementBytes, type MatrixView, Tensor } from "../tensor.ts";
 
-const KERNEL = { name: "matmul", code };
+/** The shader for each element type of B: the shared source with B's alias prepended. */
+const KERNELS: Partial<Record<DType, Kernel>> = {
+  float32: { name: "matmul", code: "alias BW = f32;\n" + code },
+  float16: { name: "matmul(f16 B)", code: "enable f16;\nalias BW = f16;\n" + code },
+};
 
 /** Rows and columns of C per invocation (`TM`, `TN` in the shader). */
 const TM = 8, TN = 16;
@@ -108,7 +115,8 @@ export function matmul(a: Tensor, b: Tensor, options: MatmulOptions = {}): Tenso
 }
 
 /**
- * PyTorch `nn.Linear`: `y = x · weightᵀ + bias` with x `[..., K]`, weight `[N, K]`, bias `[N]` → y `[..., N]`.
+ * PyTorch `nn.Linear`: `y = x · weightᵀ + bias` with x `[..., K]`, weight `[N, K]` (float32, or float16 where the
+ * adapter has `shader-f16`), bias `[N]` → y `[..., N]`.
  *
  * @example
  * ```ts
@@ -140,7 +148,8 @@ function whole(t: Tensor, rows: number, cols: number): MatrixView {
 /**
  * The general form: `c = op(a) · op(b) (+ bias) (+ c when accumulating)` on strided matrix views, so that column
  * slices of fused projections are read and written in place. `a` is `[M, K]` (`[K, M]` with `transposeA`), `b` is
- * `[K, N]` (`[N, K]` with `transposeB`), `c` is `[M, N]` and must not share a tensor with `a`, `b` or `bias`. With
+ * `[K, N]` (`[N, K]` with `transposeB`), `c` is `[M, N]` and must not share a tensor with `a`, `b` or `bias`. `b` may
+ * be float16 (weights, on adapters with `shader-f16`); the rest is float32. With
  * `batch`, the views describe the first of many products of the same shape (per-head products of attention-like
  * cells, for example), recorded as one dispatch where the bindings allow.
  *
@@ -169,7 +178,13 @@ export function gemm(a: MatrixView, b: MatrixView, c: MatrixView, options: GemmO
     throw new RangeError(`${label}: bias ${formatShape(bias.shape)} does not match the ${n} output columns`);
   }
   for (const [name, t] of [["a", a.tensor], ["b", b.tensor], ["bias", bias], ["c", c.tensor]] as const) {
-    if (t && t.dtype !== "float32") throw new TypeError(`${label}: ${name} is ${t.dtype}, not float32`);
+    const half = name === "b" && t?.dtype === "float16";
+    if (t && t.dtype !== "float32" && !half) throw new TypeError(`${label}: ${name} is ${t.dtype}, not float32`);
+    if (half && !t.gpu.hasF16) {
+      throw new TypeError(
+        `${label}: b is float16, but this adapter lacks the WebGPU feature "shader-f16"; use float32 weights`,
+      );
+    }
     if (t && name !== "c" && t.buffer === c.tensor.buffer) {
       throw new RangeError(`${label}: the output shares its storage with ${name}`);
     }
@@ -177,18 +192,21 @@ export function gemm(a: MatrixView, b: MatrixView, c: MatrixView, options: GemmO
   if (m === 0 || n === 0 || batch.count[0] === 0 || batch.count[1] === 0) return;
   const gpu = c.tensor.gpu;
   const layouts: Layout[] = [
-    { ld: a.stride, rowsAre: transposeA ? "k" : "m", colsAre: transposeA ? "m" : "k" },
-    { ld: b.stride, rowsAre: transposeB ? "n" : "k", colsAre: transposeB ? "k" : "n" },
-    { ld: c.stride, rowsAre: "m", colsAre: "n" },
+    { ld: a.stride, rowsAre: transposeA ? "k" : "m", colsAre: transposeA ? "m" : "k", cap: bindingCap(gpu, a) },
+    { ld: b.stride, rowsAre: transposeB ? "n" : "k", colsAre: transposeB ? "k" : "n", cap: bindingCap(gpu, b) },
+    { ld: c.stride, rowsAre: "m", colsAre: "n", cap: bindingCap(gpu, c) },
   ];
-  const cap = bindingCap(gpu);
-  const plan = planBlocks(gpu, m, n, k, layouts, cap);
+  const plan = planBlocks(gpu, m, n, k, layouts);
   const groups = batchGroups(
     batch.count,
-    layouts.map((l, i) => ({ span: (plan[l.rowsAre] - 1) * l.ld + plan[l.colsAre], strides: batch[NAMES[i]] })),
-    cap,
+    layouts.map((l, i) => ({
+      span: (plan[l.rowsAre] - 1) * l.ld + plan[l.colsAre],
+      strides: batch[NAMES[i]],
+      cap: l.cap,
+    })),
     gpu.limits.maxComputeWorkgroupsPerDimension,
   );
+  const kernel = KERNELS[b.tensor.dtype]!;
   const wgY = workgroupRows(Math.min(m, plan.m), Math.min(n, plan.n), triangular === "lowerC");
   for (const g of groups) {
     // The group's first product and the extra elements its later products span, per operand.
@@ -215,7 +233,7 @@ export function gemm(a: MatrixView, b: MatrixView, c: MatrixView, options: GemmO
             .u32(bias && k0 === 0 ? 1 : 0).u32(accumulate || k0 > 0 ? 1 : 0).u32(Math.log2(wgY))
             .u32(g.ic).u32(batch.a[0]).u32(batch.a[1]).u32(batch.b[0]).u32(batch.b[1]).u32(batch.c[0])
             .u32(batch.c[1]).i32(triangular === "lowerA" ? m0 - k0 : m0 - n0);
-          const pipeline = gpu.pipeline(KERNEL, {
+          const pipeline = gpu.pipeline(kernel, {
             A_MODE: loadMode(a.stride, ra.element, batch.a, !transposeA, kc),
             B_MODE: loadMode(b.stride, rb.element, batch.b, transposeB, kc),
             TRIANGLE: triangular === "lowerA" ? 1 : triangular === "lowerC" ? 2 : 0,
@@ -290,20 +308,22 @@ function workgroupRows(m: number, n: number, lowerC: boolean): number {
 }
 
 /**
- * Elements one binding may span: `gpu.maxBinding` less the slack of aligning its start down and of rounding its end
- * up to a vec4.
+ * Elements of a view's tensor one binding may span: `gpu.maxBinding` less the slack of aligning its start down and
+ * of rounding its end up to a vec4.
  */
-function bindingCap(gpu: Gpu): number {
-  const cap = Math.floor(gpu.maxBinding / 16) * 4 - (gpu.limits.minStorageBufferOffsetAlignment / 4 - 1) - 3;
+function bindingCap(gpu: Gpu, v: MatrixView): number {
+  const e = elementBytes(v.tensor.dtype);
+  const cap = Math.floor(gpu.maxBinding / (4 * e)) * 4 - (gpu.limits.minStorageBufferOffsetAlignment / e - 1) - 3;
   if (cap < 1) throw new RangeError(`matmul: a storage binding limit of ${gpu.maxBinding} bytes is too small`);
   return cap;
 }
 
-/** How one operand's stored rows and columns map onto the problem's M, N and K. */
+/** How one operand's stored rows and columns map onto the problem's M, N and K, and the elements it may bind. */
 interface Layout {
   ld: number;
   rowsAre: "m" | "n" | "k";
   colsAre: "m" | "n" | "k";
+  cap: number;
 }
 
 /**
@@ -317,7 +337,6 @@ function planBlocks(
   n: number,
   k: number,
   layouts: Layout[],
-  cap: number,
 ): Record<"m" | "n" | "k", number> {
   const maxGroups = gpu.limits.maxComputeWorkgroupsPerDimension;
   const size = {
@@ -327,7 +346,7 @@ function planBlocks(
   };
   for (let changed = true; changed;) {
     changed = false;
-    for (const { ld, rowsAre, colsAre } of layouts) {
+    for (const { ld, rowsAre, colsAre, cap } of layouts) {
       const rows = size[rowsAre], cols = size[colsAre];
       if ((rows - 1) * ld + cols <= cap) continue;
       if (cols > cap) {
@@ -360,11 +379,11 @@ function bind(
 ): { range: BufferRange; element: number } {
   const start = v.offset + first + r0 * v.stride + c0;
   const end = (rows > 0 && cols > 0 ? start + (rows - 1) * v.stride + cols : start + 1) + extra;
-  const align = gpu.limits.minStorageBufferOffsetAlignment;
-  const offset = Math.floor((start * 4) / align) * align;
-  // Whole vec4s: A and B are bound as vec4 arrays (pooled buffers are multiples of 64 bytes).
-  const size = Math.min(Math.ceil(end / 4) * 16, v.tensor.buffer.size) - offset;
-  return { range: { buffer: v.tensor.buffer, offset, size }, element: start - offset / 4 };
+  const align = gpu.limits.minStorageBufferOffsetAlignment, e = elementBytes(v.tensor.dtype);
+  const offset = Math.floor((start * e) / align) * align;
+  // Whole vec4s: A and B are bound as vec4 arrays (buffers are multiples of 64 bytes).
+  const size = Math.min(Math.ceil(end / 4) * 4 * e, v.tensor.buffer.size) - offset;
+  return { range: { buffer: v.tensor.buffer, offset, size }, element: start - offset / e };
 }
 
 /** Products `[o0, o0 + oc) × [i0, i0 + ic)` of a batch, recorded as one dispatch. */
@@ -377,20 +396,19 @@ interface BatchGroup {
 
 /**
  * Splits a batch into groups whose bindings fit: each operand's block (`span` elements) plus the distance to its
- * last product must stay within `cap`, and a group may hold at most `maxZ` products (one workgroup layer each).
+ * last product must stay within its `cap`, and a group may hold at most `maxZ` products (one workgroup layer each).
  * Groups take whole runs of inner products and as many outer ones as fit, or else runs of inner products within one
  * outer product (at least one fits: `planBlocks` sized the blocks to).
  */
 function batchGroups(
   [outer, inner]: [number, number],
-  operands: { span: number; strides: [number, number] }[],
-  cap: number,
+  operands: { span: number; strides: [number, number]; cap: number }[],
   maxZ: number,
 ): BatchGroup[] {
   /** Most products along `level` that fit every operand, with `fixed(strides)` elements already spanned. */
   const fit = (level: 0 | 1, fixed: (s: [number, number]) => number, limit: number): number => {
     let most = limit;
-    for (const { span, strides } of operands) {
+    for (const { span, strides, cap } of operands) {
       const room = cap - span - fixed(strides);
       if (room < 0) return 0;
       if (strides[level] > 0) most = Math.min(most, Math.floor(room / strides[level]) + 1);

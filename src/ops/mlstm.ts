@@ -431,7 +431,7 @@ function parallelShape(
 }
 
 /** A bound byte range and the element index, within it, of the first element asked for. */
-interface Slice {
+export interface Slice {
   range: BufferRange;
   base: number;
 }
@@ -440,7 +440,7 @@ interface Slice {
  * Binding offsets in elements: the adapter's storage offset alignment, and at least 4 elements, so that vec4 rows
  * keep their alignment in the bound range (both are powers of two).
  */
-function quadAlignment(gpu: Gpu): number {
+export function quadAlignment(gpu: Gpu): number {
   return Math.max(gpu.limits.minStorageBufferOffsetAlignment / 4, 4);
 }
 
@@ -459,7 +459,7 @@ function bindElements(op: string, name: string, t: Tensor, first: number, end: n
 }
 
 /** Binds rows `[row0, row0 + count)` of a view. */
-function bindRows(op: string, name: string, x: MatrixView, row0: number, count: number): Slice {
+export function bindRows(op: string, name: string, x: MatrixView, row0: number, count: number): Slice {
   const first = x.offset + row0 * x.stride;
   return bindElements(op, name, x.tensor, first, first + (count - 1) * x.stride + x.cols);
 }

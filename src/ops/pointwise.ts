@@ -56,8 +56,14 @@ export function viewShape(v: MatrixView): string {
   return formatShape([v.rows, v.cols]);
 }
 
-/** Throws, naming the view, unless every element it addresses lies inside its tensor. */
+/** Throws, naming the view, unless it is float32 or int32 and every element it addresses lies inside its tensor. */
 export function checkView(name: string, v: MatrixView): void {
+  if (v.tensor.dtype === "float16") {
+    throw new TypeError(
+      `${name}: a float16 tensor ${formatShape(v.tensor.shape)}; float16 holds weights, which only the matmul ` +
+        `(as b) and the embedding read`,
+    );
+  }
   const ok = [v.rows, v.cols, v.offset, v.stride].every((n) => Number.isInteger(n) && n >= 0) &&
     (v.rows === 0 || v.offset + (v.rows - 1) * v.stride + v.cols <= v.tensor.size);
   if (!ok) {
@@ -248,10 +254,19 @@ export function softCap(x: Tensor, cap: number): Tensor {
   return fresh("softCap", "soft_cap", x, [rowsOf(x)], ["x"], cap);
 }
 
-/** `sigmoid(o) ⊙ h` (spec C2, the xlstm_large mLSTM output gate). Returns a new tensor of o's shape. */
-export function sigmoidGate(o: Tensor, h: Tensor): Tensor {
-  expectShape("sigmoidGate h", h, o.shape);
-  return fresh("sigmoidGate", "sigmoid_gate", o, [rowsOf(o), rowsOf(h)], ["o", "h"]);
+/**
+ * `sigmoid(o) ⊙ h` (spec C2, the xlstm_large mLSTM output gate). `o` is a tensor of h's shape or a view of h's
+ * rows (of its last dimension), e.g. the o columns of a fused projection. Returns a new tensor of h's shape.
+ */
+export function sigmoidGate(o: Tensor | MatrixView, h: Tensor): Tensor {
+  return fresh("sigmoidGate", "sigmoid_gate", h, [gateRows("sigmoidGate", o, h), rowsOf(h)], ["o", "h"]);
+}
+
+/** The output gate's `o` as a matrix of h's rows; a tensor must have h's shape. */
+function gateRows(op: string, o: Tensor | MatrixView, h: Tensor): MatrixView {
+  if (!(o instanceof Tensor)) return o; // pointwiseInto checks that it matches h's rows
+  expectShape(`${op} h`, h, o.shape);
+  return rowsOf(o);
 }
 
 /**
@@ -345,15 +360,18 @@ export interface SigmoidGateGrads {
   dh: Tensor;
 }
 
-/** Gradients of {@linkcode sigmoidGate} `sigmoid(o) ⊙ h` (one dispatch for both). */
-export function sigmoidGateBackward(dy: Tensor, o: Tensor, h: Tensor): SigmoidGateGrads {
-  expectShape("sigmoidGateBackward h", h, o.shape);
-  expectShape("sigmoidGateBackward dy", dy, o.shape);
-  const dO = Tensor.empty(o.gpu, o.shape), dH = Tensor.empty(o.gpu, o.shape);
+/**
+ * Gradients of {@linkcode sigmoidGate} `sigmoid(o) ⊙ h` (one dispatch for both), both contiguous of h's shape (a
+ * view `o` gets its gradient as a dense tensor of its rows and columns).
+ */
+export function sigmoidGateBackward(dy: Tensor, o: Tensor | MatrixView, h: Tensor): SigmoidGateGrads {
+  const oRows = gateRows("sigmoidGateBackward", o, h);
+  expectShape("sigmoidGateBackward dy", dy, h.shape);
+  const dO = Tensor.empty(h.gpu, h.shape), dH = Tensor.empty(h.gpu, h.shape);
   pointwiseInto("sigmoidGateBackward", rowsOf(dO), {
     kernel: BACKWARD,
     entry: "sigmoid_gate_backward",
-    inputs: [rowsOf(dy), rowsOf(o), rowsOf(h)],
+    inputs: [rowsOf(dy), oRows, rowsOf(h)],
     names: ["dy", "o", "h"],
     extras: [rowsOf(dH)],
   });
