@@ -13,7 +13,7 @@
 import { parseArgs } from "node:util";
 // deno-lint-ignore no-import-prefix
 import { Tokenizer } from "npm:@huggingface/tokenizers@0.2.0";
-import { ConfigError } from "../src/config.ts";
+import { ConfigError, xLSTMLargeConfig } from "../src/config.ts";
 import { generateTokens } from "../src/generate/generate.ts";
 import { type Generatable, releaseState } from "../src/generate/model.ts";
 import { loadGenerationState, saveGenerationState } from "../src/generate/state_file.ts";
@@ -43,6 +43,9 @@ Generates text after a prompt, streaming it as the tokens arrive.
   --state-in FILE          resume the session saved in FILE (the prompt, if any, continues it)
   --state-out FILE         save the session after generating
   --dtype float32|float16  weight dtype (float16 needs shader-f16; xLSTMLarge only; default float32)
+  --weight-mode single|fused
+                           xLSTMLarge weight layout on the GPU (default: the checkpoint's); fused runs fewer
+                           dispatches per token, from a checkpoint in either mode
   --tokens-per-readback N  tokens per GPU readback (default 16)
   --help                   this text`;
 
@@ -59,6 +62,7 @@ interface Options {
   stateIn?: string;
   stateOut?: string;
   dtype: WeightDType;
+  weightMode?: "single" | "fused";
   tokensPerReadback: number;
 }
 
@@ -98,6 +102,7 @@ function parse(args: string[]): Options | null {
       "state-in": flag,
       "state-out": flag,
       dtype: flag,
+      "weight-mode": flag,
       "tokens-per-readback": flag,
       help: { type: "boolean" },
     },
@@ -109,6 +114,10 @@ function parse(args: string[]): Options | null {
   const dtype = s("dtype") ?? "float32";
   if (dtype !== "float32" && dtype !== "float16") {
     throw new RangeError(`--dtype must be float32 or float16, got ${dtype}`);
+  }
+  const weightMode = s("weight-mode");
+  if (weightMode !== undefined && weightMode !== "single" && weightMode !== "fused") {
+    throw new RangeError(`--weight-mode must be single or fused, got ${weightMode}`);
   }
   const temperature = number("temperature", s("temperature"));
   const topK = integer("top-k", s("top-k")), topP = number("top-p", s("top-p"));
@@ -125,6 +134,7 @@ function parse(args: string[]): Options | null {
     stateIn: s("state-in"),
     stateOut: s("state-out"),
     dtype,
+    weightMode,
     tokensPerReadback: integer("tokens-per-readback", s("tokens-per-readback"), 16)!,
   };
 }
@@ -137,12 +147,15 @@ async function readTokenizer(path: string): Promise<Tokenizer> {
 }
 
 async function loadModel(o: Options): Promise<PretrainedModel> {
-  if (o.model) return await loadPretrained(o.model, { weightDtype: o.dtype });
-  const { architecture, config } = await readCheckpointConfig(o.randomConfig!);
+  if (o.model) return await loadPretrained(o.model, { weightDtype: o.dtype, weightMode: o.weightMode });
+  const found = await readCheckpointConfig(o.randomConfig!);
   const create = { seed: o.initSeed, weightDtype: o.dtype };
-  return architecture === "xLSTMLarge"
-    ? await xLSTMLarge.create(config, create)
-    : await xLSTMLMModel.create(config, create);
+  if (found.architecture === "xLSTMLarge") {
+    const weight_mode = o.weightMode ?? found.config.weight_mode;
+    return await xLSTMLarge.create(xLSTMLargeConfig({ ...found.config, weight_mode }), create);
+  }
+  if (o.weightMode) throw new RangeError(`--weight-mode applies to xLSTMLarge; ${o.randomConfig} is an xLSTMLMModel`);
+  return await xLSTMLMModel.create(found.config, create);
 }
 
 /**

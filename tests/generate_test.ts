@@ -265,6 +265,12 @@ Deno.test("scripts/generate.ts streams text and timing, and --state-out/--state-
   assert.equal(rest.code, 0, rest.stderr);
   assert.match(rest.stderr, /\(1 prompt tokens\)/);
   assert.equal(first.stdout.slice(0, -1) + rest.stdout.slice(0, -1), whole.stdout.slice(0, -1));
+  const fused = await script([...common, ...prompt, "--weight-mode", "fused", "--max-new-tokens", "4"]);
+  assert.equal(fused.code, 0, fused.stderr);
+  assert.match(fused.stderr, /4 tokens at/);
+  const badMode = await script([...common, "--weight-mode", "stacked"]);
+  assert.equal(badMode.code, 2);
+  assert.match(badMode.stderr, /--weight-mode must be single or fused, got stacked/);
   const usage = await script(["--tokenizer", tokenizer]);
   assert.equal(usage.code, 2);
   assert.match(usage.stderr, /pass exactly one of --model and --random-config/);
