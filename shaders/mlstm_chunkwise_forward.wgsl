@@ -17,6 +17,8 @@
 // keys [pairs, SEG, DHQK], augmented states [pairs, NC, DHQK, DHV+1], inter products [pairs, SEG, DHV+1], scores
 // [pairs, SEG, L]. Inputs and h are rows b·S + t of strided views, bound from the segment's first row on: x_off is
 // the element of (group's first batch element, the segment's first step) in the bound range.
+// With gate_cap > 0 the gate pre-activations are soft-capped as they are loaded (xlstm_large: ĩ, f̃ =
+// cap·tanh(x / cap)), with pointwise_forward.wgsl's accurate tanh (prepended by the op, on V = f32).
 
 struct Params {
   heads: u32,
@@ -37,6 +39,7 @@ struct Params {
   h_stride: u32,
   scale: f32, // DHQK^(-1/2)
   eps: f32,
+  gate_cap: f32, // 0: no soft cap
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -67,6 +70,11 @@ fn logsigmoid(x: f32) -> f32 {
   return min(x, 0.0) - log1p_unit(exp(-abs(x)));
 }
 
+fn gate_in(x: f32) -> f32 {
+  if (p.gate_cap > 0.0) { return p.gate_cap * tanh_accurate(x / p.gate_cap); }
+  return x;
+}
+
 // Row of step t (within the segment) of pair `pair` (within the group) in the bound input views.
 fn input_row(pair: u32, t: u32) -> u32 {
   return (pair / p.heads) * p.seq + t;
@@ -88,10 +96,10 @@ fn gates(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg
   var sum = 0.0;
   for (var j = 0u; j < p.chunk; j++) {
     let r = input_row(pair, first + j);
-    sum += logsigmoid(g_fgate[p.f_off + r * p.f_stride + h]);
+    sum += logsigmoid(gate_in(g_fgate[p.f_off + r * p.f_stride + h]));
     let at = (pair * seg + first + j) * 3u;
     g_gate[at] = sum;
-    g_gate[at + 1u] = g_igate[p.i_off + r * p.i_stride + h];
+    g_gate[at + 1u] = gate_in(g_igate[p.i_off + r * p.i_stride + h]);
   }
   // a_j from the sum of logsigmoid f̃ over u > j, accumulated backwards (no difference of two cumsums).
   var after = 0.0;
@@ -102,7 +110,7 @@ fn gates(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg
     let a = after + g_gate[at + 1u];
     g_gate[at + 2u] = a;
     mloc = max(mloc, a);
-    after += logsigmoid(g_fgate[p.f_off + input_row(pair, first + j) * p.f_stride + h]);
+    after += logsigmoid(gate_in(g_fgate[p.f_off + input_row(pair, first + j) * p.f_stride + h]));
   }
   g_chunk[idx * 2u] = sum;
   g_chunk[idx * 2u + 1u] = mloc;

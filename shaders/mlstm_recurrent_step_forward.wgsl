@@ -9,6 +9,8 @@
 // DHQK well below lavapipe's 65,535 loop trips); each recomputes n' for its dot product and the j = 0 one stores
 // n' and m'. Input element (b, c) of a view is x[x_base + b·x_stride + c]; head h owns columns [h·DH, (h+1)·DH).
 // States are dense: C [B, NH, DHQK, DHV], n [B, NH, DHQK], m [B, NH]; h is [B, NH·DHV].
+// With gate_cap > 0 the gate pre-activations are soft-capped as they are loaded (xlstm_large: ĩ, f̃ =
+// cap·tanh(x / cap)), with pointwise_forward.wgsl's accurate tanh (prepended by the op, on V = f32).
 
 struct Params {
   heads: u32,
@@ -28,6 +30,7 @@ struct Params {
   q_scale: f32,
   k_scale: f32,
   eps: f32,
+  gate_cap: f32, // 0: no soft cap
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -65,6 +68,11 @@ fn logsigmoid(x: f32) -> f32 {
   return min(x, 0.0) - log1p_unit(exp(-abs(x)));
 }
 
+fn gate_in(x: f32) -> f32 {
+  if (p.gate_cap > 0.0) { return p.gate_cap * tanh_accurate(x / p.gate_cap); }
+  return x;
+}
+
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let idx = gid.x + gid.y * nwg.x * 64u;
@@ -74,8 +82,8 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   let b = bh / p.heads;
   let h = bh % p.heads;
 
-  let lf = logsigmoid(fgate[p.f_base + b * p.f_stride + h]);
-  let i = igate[p.i_base + b * p.i_stride + h];
+  let lf = logsigmoid(gate_in(fgate[p.f_base + b * p.f_stride + h]));
+  let i = gate_in(igate[p.i_base + b * p.i_stride + h]);
   let m = m_in[bh];
   let m_new = max(lf + m, i);
   let fa = exp(lf + m - m_new);

@@ -3,6 +3,8 @@
 // c = (u % groups) * G + j.
 //   layer: y = (x − mean) · rsqrt(biased var + eps)      rms: y = x · rsqrt(mean(x²) + eps)
 //   then y · (weight_offset + weight[c]) + bias[c]       (either factor skipped when absent)
+//   then, with an output gate o (xlstm_large's mLSTM layer), sigmoid(o[row, c]) · y, o a strided matrix view;
+//   sigmoid is pointwise_forward.wgsl's accurate one (prepended by the op, on V = vec4f)
 //
 // Two entry points share the per-unit arithmetic and differ only in who walks a unit's channels:
 //   per_unit:    one invocation per unit walks all of them; no workgroup memory and no barriers, which suits many
@@ -28,6 +30,9 @@ struct Params {
   has_bias: u32,
   eps: f32,
   weight_offset: f32, // scale = weight_offset + weight[c]: 1 for the NeurIPS "1 + w" convention, else 0
+  has_gate: u32,
+  gate_off: u32, // element (row, c) of the output gate is gate[gate_off + row · gate_stride + c]
+  gate_stride: u32,
 }
 
 override WG: u32 = 256u; // invocations per workgroup; a power of two for the cooperative entry point
@@ -37,6 +42,7 @@ override WG: u32 = 256u; // invocations per workgroup; a power of two for the co
 @group(0) @binding(2) var<storage, read> weight: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
+@group(0) @binding(5) var<storage, read> gate: array<f32>;
 
 var<workgroup> partial: array<vec2f, WG>;
 
@@ -88,6 +94,10 @@ fn write(u: u32, base: u32, first: u32, step: u32, st: Stats) {
       y *= p.weight_offset + vec4f(weight[c], weight[c + 1u], weight[c + 2u], weight[c + 3u]);
     }
     if (p.has_bias != 0u) { y += vec4f(bias[c], bias[c + 1u], bias[c + 2u], bias[c + 3u]); }
+    if (p.has_gate != 0u) {
+      let g = p.gate_off + (u / p.groups) * p.gate_stride + c;
+      y *= sigmoid(vec4f(gate[g], gate[g + 1u], gate[g + 2u], gate[g + 3u]));
+    }
     let i = base + 4u * k;
     if (all(ok)) {
       out[i] = y.x;

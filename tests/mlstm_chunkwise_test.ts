@@ -5,6 +5,7 @@ import { mlstmChunkwiseForward } from "../src/ops/mlstm_chunkwise.ts";
 import { columns, type MatrixView, Tensor } from "../src/tensor.ts";
 import { type MlstmDims, type MlstmStateRef, mlstmStepRef } from "./cpu/mlstm.ts";
 import { mlstmChunkwiseRef } from "./cpu/mlstm_chunkwise.ts";
+import { softCapRef } from "./cpu/activations.ts";
 import { assertClose, closeTestGpu, freshRng, limited, relativeError, type Rng, testGpu } from "./util.ts";
 
 // h divides by |q·n + Σ w·q·k|, which random queries and keys make cancel (the f32 error of h then grows with the
@@ -166,12 +167,15 @@ interface Case {
   withState: boolean;
   fused: boolean;
   chunksPerSegment?: number;
+  /** The kernel soft-caps the gates; the reference gets them capped. */
+  gateSoftCap?: number;
 }
 
 async function checkAgainstRef(gpu: Gpu, rng: Rng, c: Case): Promise<void> {
   const { d, chunk } = c;
   const what = `B${d.batch} NH${d.heads} S${d.seq} DHQK${d.dqk} DHV${d.dv} L${chunk}` +
-    (c.withState ? " state" : "") + (c.chunksPerSegment ? ` ${c.chunksPerSegment}/segment` : "");
+    (c.withState ? " state" : "") + (c.chunksPerSegment ? ` ${c.chunksPerSegment}/segment` : "") +
+    (c.gateSoftCap ? ` gate cap ${c.gateSoftCap}` : "");
   const { x, state } = randomCase(rng, d);
   const { views, tensors } = upload(gpu, x, d, c.fused);
   const initial = c.withState ? uploadState(gpu, state, d) : null;
@@ -181,10 +185,12 @@ async function checkAgainstRef(gpu: Gpu, rng: Rng, c: Case): Promise<void> {
     numHeads: d.heads,
     chunkSize: chunk,
     chunksPerSegment: c.chunksPerSegment,
+    gateSoftCap: c.gateSoftCap,
   });
   assert.deepEqual(out.h.shape, [d.batch, d.seq, d.heads * d.dv]);
   const [h, cs, ns, ms] = await Tensor.toHostAll([out.h, out.c, out.n, out.m]);
   const y = headMajorAll(x, d);
+  if (c.gateSoftCap) [y.igate, y.fgate] = [softCapRef(y.igate, c.gateSoftCap), softCapRef(y.fgate, c.gateSoftCap)];
   const want = mlstmChunkwiseRef(y.q, y.k, y.v, y.igate, y.fgate, c.withState ? state : null, d, chunk);
   const gotH = headMajor(h.data as Float32Array, d, d.dv);
   console.log(`${what}: h relative error ${relativeError(gotH, want.h).toExponential(2)}`);
@@ -208,6 +214,8 @@ Deno.test("mlstm chunkwise forward matches the float64 reference (B2.3)", async 
   await checkAgainstRef(gpu, rng, { d: dims(1, 2, 6, 7, 4), chunk: 1, withState: true, fused: true });
   await checkAgainstRef(gpu, rng, { d: dims(2, 1, 8, 4, 9), chunk: 2, withState: false, fused: true });
   await checkAgainstRef(gpu, rng, { d: dims(1, 2, 32, 16, 16), chunk: 16, withState: true, fused: true });
+  // The gate soft cap applied as the gates are loaded (xlstm_large), with a cap that bends most of them.
+  await checkAgainstRef(gpu, rng, { d: dims(2, 2, 16, 8, 12), chunk: 4, withState: true, fused: true, gateSoftCap: 2 });
 });
 
 Deno.test("mlstm chunkwise forward carries the state across segments", async () => {

@@ -148,6 +148,46 @@ Deno.test("norm matches the float64 reference in every mode, on both paths", asy
   });
 });
 
+Deno.test("norm outputGate: sigmoid(o) ⊙ norm(x) with o a strided column view, on both paths", async () => {
+  const gpu = await testGpu();
+  const rng = freshRng("norm output gate");
+  const saved = { ...normPaths };
+  try {
+    for (const [path, setting] of Object.entries(PATHS)) {
+      Object.assign(normPaths, saved, setting);
+      // Rows of 3 heads of 7 channels (odd: the masked tail chunk), o columns 5.. of rows of 30.
+      const [rows, heads, dh, width, at] = [5, 3, 7, 30, 5], channels = heads * dh;
+      const x = values(rng, rows * channels, 2), w = values(rng, channels), b = values(rng, channels);
+      const wide = values(rng, rows * width);
+      const up = (v: Float32Array, shape: number[]) => Tensor.fromHost(gpu, { dtype: "float32", shape, data: v });
+      const tensors = [up(x.host, [rows, channels]), up(w.host, [channels]), up(b.host, [channels])];
+      const o = up(wide.host, [rows, width]);
+      const options: NormOptions = { kind: "layer", groups: heads, eps: 1e-6 };
+      const y = norm(tensors[0], tensors[1], tensors[2], {
+        ...options,
+        outputGate: { tensor: o, rows, cols: channels, offset: at, stride: width },
+      });
+      const normed = normRef(x.exact, channels, w.exact, b.exact, options);
+      const want = normed.map((v, i) => {
+        const g = wide.exact[Math.floor(i / channels) * width + at + (i % channels)];
+        return v / (1 + Math.exp(-g));
+      });
+      assertClose((await y.toHost()).data as Float32Array, want, 5e-6, path);
+      assert.throws(
+        () =>
+          norm(tensors[0], null, null, {
+            ...options,
+            outputGate: { tensor: o, rows, cols: channels, offset: 10, stride: width },
+          }),
+        /outputGate float32 view \[5, 21\] \(offset 10, stride 30\) of \[5, 30\] must be float32 \[5, 21\] inside its tensor/,
+      );
+      for (const t of [...tensors, o, y]) t.dispose();
+    }
+  } finally {
+    Object.assign(normPaths, saved);
+  }
+});
+
 Deno.test("the float64 norm gradients match central differences of the float64 forward", () => {
   const rng = freshRng("norm gradient reference");
   const rows = 3, channels = 12, h = 1e-6;

@@ -21,9 +21,10 @@ import {
   mlstmParallel,
   norm,
 } from "../nn/functional.ts";
+import { gemm } from "../ops/matmul.ts";
 import { mlstmRecurrentStep, type MlstmState } from "../ops/mlstm.ts";
 import { mlstmChunkwiseForward } from "../ops/mlstm_chunkwise.ts";
-import type { NormOptions } from "../ops/norm.ts";
+import { norm as normKernel, type NormOptions } from "../ops/norm.ts";
 import {
   addInto,
   sigmoidGate as sigmoidGateKernel,
@@ -147,6 +148,39 @@ function blockParams(scope: Scope, c: xLSTMLargeConfig): BlockWeights {
   };
 }
 
+/**
+ * Whether inference forwards (no gradients: from a state, under `noGrad`, or with frozen parameters) run the fused
+ * kernels (see {@linkcode xLSTMLarge}); tests switch it off to compare with the unfused path.
+ */
+export const xlstmLargeInference: { fused: boolean } = { fused: true };
+
+/**
+ * `[RMSNorm →] x·Wⱼᵀ + bⱼ` for each Linear j, side by side in one new `[rows, ΣN]` tensor: the norm folded into the
+ * products when it has no bias (else its own kernel), the Linears two per dispatch. `cap` soft-caps the outputs.
+ */
+function normedLinears(x: Tensor, rms: LinearWeights | null, eps: number, ws: LinearWeights[], cap?: number): Tensor {
+  const E = x.shape[x.shape.length - 1], rows = x.size / E;
+  const N = ws.reduce((n, w) => n + w.weight.shape[0], 0);
+  const out = Tensor.empty(x.gpu, [...x.shape.slice(0, -1), N]);
+  const fold = rms !== null && rms.bias === null;
+  const a = rms && !fold ? normKernel(x, rms.weight, rms.bias, { kind: "rms", eps }) : x;
+  for (let j = 0, col = 0; j < ws.length; j += 2) {
+    const [w1, w2] = [ws[j], ws[j + 1]];
+    const n = w1.weight.shape[0] + (w2?.weight.shape[0] ?? 0);
+    gemm(matrix(a, E), matrix(w1.weight), { tensor: out, rows, cols: n, offset: col, stride: N }, {
+      transposeB: true,
+      bias: w1.bias,
+      rmsNorm: fold ? { weight: rms.weight, eps } : undefined,
+      softCap: cap,
+      second: w2 && { b: matrix(w2.weight), bias: w2.bias },
+      label: "xLSTMLarge projection",
+    });
+    col += n;
+  }
+  if (a !== x) a.dispose();
+  return out;
+}
+
 /** Rows `b·S + t` (b = 0..B−1) of a `[B, S, X]` tensor or a column view of one: time step t of every sequence. */
 function timeRows(x: Tensor | MatrixView, B: number, S: number, t: number): MatrixView {
   const v = x instanceof Tensor ? matrix(x, x.size / (B * S)) : x;
@@ -170,6 +204,12 @@ function timeRows(x: Tensor | MatrixView, B: number, S: number, t: number): Matr
  * no gradients (neither has a backward). A forward that needs gradients computes h with the parallel kernel
  * (differentiable) and only the final state with that cascade. The returned states are fresh tensors: the caller's are never overwritten (unlike the
  * reference's in-place `copy_`, spec E10).
+ *
+ * Inference forwards (from a state, under `noGrad`, or with frozen parameters) fuse kernels: each RMSNorm without
+ * bias is folded into the projection after it, two Linears of one input share a dispatch, the gate soft cap runs
+ * inside the cell, the output gate inside the multi-head norm, SwiGLU inside proj_down, the logit soft cap inside the
+ * LM head, and residuals accumulate in place: a decoded token takes 6 dispatches per block in fused weight mode
+ * without biases (plus the embedding and the LM head), within f32 rounding of the unfused path.
  *
  * @example
  * ```ts
@@ -236,12 +276,17 @@ export class xLSTMLarge extends Module {
       tidy(() => {
         let x = embedding(ids, this.#embedding);
         const next: xLSTMLargeState = {};
+        const c = this.config;
+        const fused = xlstmLargeInference.fused && !needsGrad(...[...this.namedParameters()].map(([, p]) => p));
         this.#blocks.forEach((w, i) => {
-          const [y, s] = this.#block(x, w, B, S, state?.[i]);
+          const [y, s] = fused ? this.#fusedBlock(x, w, B, S, state?.[i]) : this.#block(x, w, B, S, state?.[i]);
           x = y;
           next[i] = s;
         });
-        const c = this.config;
+        if (fused) {
+          const cap = c.output_logit_soft_cap ?? undefined;
+          return [normedLinears(x, this.#outNorm, c.norm_eps, [{ weight: this.#head, bias: null }], cap), next];
+        }
         if (this.#outNorm) x = norm(x, this.#outNorm.weight, this.#outNorm.bias, this.#rms);
         return [softCap(linear(x, this.#head, null), c.output_logit_soft_cap), next];
       });
@@ -306,6 +351,41 @@ export class xLSTMLarge extends Module {
   }
 
   /**
+   * The block for inference (no gradients), in 6 dispatches per token and block in fused weight
+   * mode (plus the cell's): RMSNorm folded into one product of q|k|v|o and i|f; the gate soft cap inside the cell;
+   * the multi-head norm with the output gate; out_proj accumulated into x; RMSNorm folded into proj_up_gate_z;
+   * SwiGLU read by proj_down, accumulated into x. `x` (the residual stream, which only this forward holds) is
+   * updated in place and returned.
+   */
+  #fusedBlock(
+    x: Tensor,
+    w: BlockWeights,
+    B: number,
+    S: number,
+    prev?: [Tensor, Tensor, Tensor],
+  ): [Tensor, [Tensor, Tensor, Tensor]] {
+    const c = this.config, NH = c.num_heads, E = c.embedding_dim, F = c.ffn_dim;
+    const projected = normedLinears(x, w.normMlstm, c.norm_eps, [...w.qkvo, ...w.gates]);
+    let at = 0;
+    const [q, k, v, o, i, f] = [c.qk_dim, c.qk_dim, c.v_dim, c.v_dim, NH, NH].map((n) =>
+      columns(projected, (at += n) - n, n)
+    );
+    const { h, state } = this.#cascade(q, k, v, i, f, B, S, prev, c.gate_soft_cap ?? undefined);
+    const gated = normKernel(h, w.headNorm.weight, w.headNorm.bias, {
+      kind: "layer",
+      groups: NH,
+      eps: c.norm_eps,
+      outputGate: o,
+    });
+    const residual = matrix(x, E), accumulate = { transposeB: true, accumulate: true };
+    gemm(matrix(gated), matrix(w.out.weight), residual, { ...accumulate, bias: w.out.bias, label: "out_proj" });
+    const gu = normedLinears(x, w.normFfn, c.norm_eps, w.up);
+    const gate: MatrixView = { tensor: gu, rows: B * S, cols: F, offset: 0, stride: 2 * F };
+    gemm(gate, matrix(w.down.weight), residual, { ...accumulate, bias: w.down.bias, gatedA: F, label: "proj_down" });
+    return [x, state];
+  }
+
+  /**
    * The mLSTM cell: h `[B, S, NH·DHV]` and the final state (C, n, m). Training (gradients needed, no state) takes h
    * from the differentiable parallel kernel and only the state from the inference cascade.
    */
@@ -332,7 +412,7 @@ export class xLSTMLarge extends Module {
    * The reference's inference wrapper (spec B2.6): for cs = chunk_size, chunk_size/2, … while cs ≥ 16 the chunkwise
    * kernel takes ⌊remaining/cs⌋·cs tokens, the state carried through; the remainder (< 16 tokens) runs through the
    * recurrent step (m₀ = 0 without a state). Records no gradients. The views' tensors hold exactly the B·S rows
-   * (a projection's output, or column slices of one).
+   * (a projection's output, or column slices of one). `gateSoftCap` caps the gate pre-activations in the kernels.
    */
   #cascade(
     q: MatrixView,
@@ -343,6 +423,7 @@ export class xLSTMLarge extends Module {
     B: number,
     S: number,
     prev?: [Tensor, Tensor, Tensor],
+    gateSoftCap?: number,
   ): { h: Tensor; state: [Tensor, Tensor, Tensor] } {
     const c = this.config, NH = c.num_heads, DV = c.v_dim, gpu = q.tensor.gpu;
     let st: MlstmState | null = prev ? { c: prev[0], n: prev[1], m: prev[2].reshape([B, NH]) } : null;
@@ -375,6 +456,7 @@ export class xLSTMLarge extends Module {
         numHeads: NH,
         chunkSize: cs,
         eps: c.eps,
+        gateSoftCap,
       });
       copies.forEach((x) => x.dispose());
       if (n === S) h = r.h;
@@ -391,6 +473,7 @@ export class xLSTMLarge extends Module {
         numHeads: NH,
         eps: c.eps,
         keyScaledState: false,
+        gateSoftCap,
       });
       if (S === 1) h = r.h.reshape([B, 1, DV]);
       else {

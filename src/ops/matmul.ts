@@ -10,6 +10,10 @@
  * B may hold float16 weights (on adapters with `shader-f16`): the shader converts them to f32 as it loads them, and
  * accumulates in f32. Everything else is float32.
  *
+ * For inference, `gemm` folds neighbouring work into the product (see {@linkcode GemmFusion}): an RMSNorm of A's
+ * rows, a SwiGLU of A, a soft cap of C, a second product sharing A; with a residual accumulated in place
+ * (`accumulate`), a transformer block's feed-forward and projections take one dispatch each.
+ *
  * @module
  */
 
@@ -17,11 +21,14 @@ import code from "../../shaders/matmul.wgsl" with { type: "text" };
 import { type BufferRange, type Gpu, type Kernel, Params } from "../gpu/runtime.ts";
 import { formatShape } from "../host_tensor.ts";
 import { type DType, elementBytes, type MatrixView, Tensor } from "../tensor.ts";
+import { norm } from "./norm.ts";
+import { softCap } from "./pointwise.ts";
+import { accurateMath } from "./wgsl_math.ts";
 
-/** The shader for each element type of B: the shared source with B's alias prepended. */
+/** The shader for each element type of B: the shared source with B's alias and the pointwise math prepended. */
 const KERNELS: Partial<Record<DType, Kernel>> = {
-  float32: { name: "matmul", code: "alias BW = f32;\n" + code },
-  float16: { name: "matmul(f16 B)", code: "enable f16;\nalias BW = f16;\n" + code },
+  float32: { name: "matmul", code: "alias BW = f32;\n" + accurateMath("vec4f") + code },
+  float16: { name: "matmul(f16 B)", code: "enable f16;\nalias BW = f16;\n" + accurateMath("vec4f") + code },
 };
 
 /** Rows and columns of C per invocation (`TM`, `TN` in the shader). */
@@ -60,8 +67,35 @@ export interface GemmBatch {
   c: [number, number];
 }
 
+/**
+ * Work {@linkcode gemm} folds into a product (for inference: nothing here records gradients). Each gives the result
+ * of the separate ops within f32 rounding; where the product must be split over K (K > 65,536, or one row of an
+ * operand exceeds a storage binding), the RMSNorm and the soft cap run as separate kernels instead.
+ */
+export interface GemmFusion {
+  /**
+   * RMSNorm of op(A)'s rows before the product: `A[m, k]·rsqrt(mean_k A[m, ·]² + eps)·weight[k]` (the xlstm_large
+   * RMSNorm without bias; weight `[K]` float32). A must not be transposed; when K is split, it must be a whole
+   * contiguous tensor (it is then normalised by the norm kernel first).
+   */
+  rmsNorm?: { weight: Tensor; eps: number };
+  /**
+   * SwiGLU of A: op(A)[m, k] = silu(A[m, k])·A[m, k + gatedA], e.g. `a` the gate half `[M, F]` of a `[M, 2F]`
+   * `[gate | z]` projection and gatedA = F. A must not be transposed. Not with `rmsNorm`.
+   */
+  gatedA?: number;
+  /** `C = cap·tanh(C / cap)` after the bias (a logit soft cap); not with `accumulate`. */
+  softCap?: number;
+  /**
+   * A second product of the same A in the same dispatch: `c` is then `[M, N + N2]`, its first N columns
+   * `op(A)·op(b) + bias`, the last N2 `op(A)·op(second.b) + second.bias` (second.b `[N2, K]` with `transposeB`, else
+   * `[K, N2]`, b's dtype). Not with `batch`; runs as two dispatches where either product must be split.
+   */
+  second?: { b: MatrixView; bias?: Tensor | null };
+}
+
 /** Options for {@linkcode gemm}. */
-export interface GemmOptions extends MatmulOptions {
+export interface GemmOptions extends MatmulOptions, GemmFusion {
   /** Add the product to the existing contents of `c` instead of overwriting them. */
   accumulate?: boolean;
   /** Many products of the same shape in one call (dispatched along the grid's z); one product when absent. */
@@ -163,22 +197,36 @@ function whole(t: Tensor, rows: number, cols: number): MatrixView {
  */
 export function gemm(a: MatrixView, b: MatrixView, c: MatrixView, options: GemmOptions = {}): void {
   const { transposeA = false, transposeB = false, bias = null, accumulate = false, label = "gemm" } = options;
-  const { triangular } = options;
+  const { triangular, second, rmsNorm, gatedA = 0, softCap: cap } = options;
   const batch = normalBatch(label, options.batch);
   for (const [name, v] of [["a", a], ["b", b], ["c", c]] as const) checkView(label, name, v, batch, batch[name]);
   const [m, k] = transposeA ? [a.cols, a.rows] : [a.rows, a.cols];
   const [kb, n] = transposeB ? [b.cols, b.rows] : [b.rows, b.cols];
-  if (kb !== k || c.rows !== m || c.cols !== n) {
+  const b2 = second?.b, bias2 = second?.bias ?? null;
+  const [kb2, n2] = !b2 ? [k, 0] : transposeB ? [b2.cols, b2.rows] : [b2.rows, b2.cols];
+  if (kb !== k || kb2 !== k || c.rows !== m || c.cols !== n + n2) {
     const show = (name: string, v: MatrixView, t: boolean): string => `${name} [${v.rows}, ${v.cols}]${t ? "ᵀ" : ""}`;
     throw new RangeError(
-      `${label}: ${show("a", a, transposeA)} · ${show("b", b, transposeB)} does not fit ${show("c", c, false)}`,
+      `${label}: ${show("a", a, transposeA)} · ${show("b", b, transposeB)}` +
+        (b2 ? ` and ${show("second.b", b2, transposeB)}` : "") + ` does not fit ${show("c", c, false)}`,
     );
   }
-  if (bias && (bias.shape.length !== 1 || bias.shape[0] !== n)) {
-    throw new RangeError(`${label}: bias ${formatShape(bias.shape)} does not match the ${n} output columns`);
+  for (const [name, v, cols] of [["bias", bias, n], ["second.bias", bias2, n2]] as const) {
+    if (v && (v.shape.length !== 1 || v.shape[0] !== cols)) {
+      throw new RangeError(`${label}: ${name} ${formatShape(v.shape)} does not match the ${cols} output columns`);
+    }
   }
-  for (const [name, t] of [["a", a.tensor], ["b", b.tensor], ["bias", bias], ["c", c.tensor]] as const) {
-    const half = name === "b" && t?.dtype === "float16";
+  const operands: [string, Tensor | null | undefined][] = [
+    ["a", a.tensor],
+    ["b", b.tensor],
+    ["bias", bias],
+    ["c", c.tensor],
+    ["second.b", b2?.tensor],
+    ["second.bias", bias2],
+    ["rmsNorm.weight", rmsNorm?.weight],
+  ];
+  for (const [name, t] of operands) {
+    const half = (name === "b" || name === "second.b") && t?.dtype === "float16";
     if (t && t.dtype !== "float32" && !half) throw new TypeError(`${label}: ${name} is ${t.dtype}, not float32`);
     if (half && !t.gpu.hasF16) {
       throw new TypeError(
@@ -189,25 +237,64 @@ export function gemm(a: MatrixView, b: MatrixView, c: MatrixView, options: GemmO
       throw new RangeError(`${label}: the output shares its storage with ${name}`);
     }
   }
-  if (m === 0 || n === 0 || batch.count[0] === 0 || batch.count[1] === 0) return;
+  checkFusion(label, options, k);
+  if (b2) {
+    checkView(label, "second.b", b2, batch, [0, 0]);
+    if (b2.tensor.dtype !== b.tensor.dtype) {
+      throw new TypeError(`${label}: second.b is ${b2.tensor.dtype}, b is ${b.tensor.dtype}`);
+    }
+  }
+  const aRead = gatedA ? { ...a, cols: a.cols + gatedA } : a; // the gate and its z
+  if (gatedA) checkView(label, "a with its gated part", aRead, batch, batch.a);
+  if (m === 0 || n + n2 === 0 || batch.count[0] === 0 || batch.count[1] === 0) return;
   const gpu = c.tensor.gpu;
-  const layouts: Layout[] = [
-    { ld: a.stride, rowsAre: transposeA ? "k" : "m", colsAre: transposeA ? "m" : "k", cap: bindingCap(gpu, a) },
-    { ld: b.stride, rowsAre: transposeB ? "n" : "k", colsAre: transposeB ? "k" : "n", cap: bindingCap(gpu, b) },
-    { ld: c.stride, rowsAre: "m", colsAre: "n", cap: bindingCap(gpu, c) },
+  const layoutsFor = (bv: MatrixView, cv: MatrixView): Layout[] => [
+    {
+      ld: a.stride,
+      rowsAre: transposeA ? "k" : "m",
+      colsAre: transposeA ? "m" : "k",
+      cap: bindingCap(gpu, a),
+      extra: gatedA,
+    },
+    {
+      ld: bv.stride,
+      rowsAre: transposeB ? "n" : "k",
+      colsAre: transposeB ? "k" : "n",
+      cap: bindingCap(gpu, bv),
+      extra: 0,
+    },
+    { ld: cv.stride, rowsAre: "m", colsAre: "n", cap: bindingCap(gpu, cv), extra: 0 },
   ];
+  const first: MatrixView = { ...c, cols: n }, rest: MatrixView = { ...c, cols: n2, offset: c.offset + n };
+  if (b2) {
+    const whole = (bv: MatrixView, cv: MatrixView, cols: number): boolean => {
+      const p = planBlocks(gpu, m, cols, k, layoutsFor(bv, cv));
+      return p.m >= m && p.n >= cols && p.k >= k;
+    };
+    const wgY = workgroupRows(m, n + n2, false), perX = TN * (WG / wgY);
+    const fits = whole(b, first, n) && whole(b2, rest, n2) && (m - 1) * c.stride + n + n2 <= bindingCap(gpu, c) &&
+      Math.ceil(n / perX) + Math.ceil(n2 / perX) <= gpu.limits.maxComputeWorkgroupsPerDimension;
+    if (!fits) {
+      gemm(a, b, first, { ...options, second: undefined });
+      gemm(a, b2, rest, { ...options, second: undefined, bias: bias2 });
+      return;
+    }
+  }
+  const layouts = layoutsFor(b, b2 ? first : c);
   const plan = planBlocks(gpu, m, n, k, layouts);
+  if (plan.k < k && (rmsNorm || cap !== undefined)) return unfused(a, b, c, options, m, k);
   const groups = batchGroups(
     batch.count,
     layouts.map((l, i) => ({
-      span: (plan[l.rowsAre] - 1) * l.ld + plan[l.colsAre],
+      span: (plan[l.rowsAre] - 1) * l.ld + plan[l.colsAre] + l.extra,
       strides: batch[NAMES[i]],
       cap: l.cap,
     })),
     gpu.limits.maxComputeWorkgroupsPerDimension,
   );
   const kernel = KERNELS[b.tensor.dtype]!;
-  const wgY = workgroupRows(Math.min(m, plan.m), Math.min(n, plan.n), triangular === "lowerC");
+  const wgY = workgroupRows(Math.min(m, plan.m), Math.min(n + n2, plan.n + n2), triangular === "lowerC");
+  const perX = TN * (WG / wgY);
   for (const g of groups) {
     // The group's first product and the extra elements its later products span, per operand.
     const at = (s: [number, number]): [number, number] => [
@@ -222,31 +309,106 @@ export function gemm(a: MatrixView, b: MatrixView, c: MatrixView, options: GemmO
         // At least one pass, so that K = 0 writes C = bias (or zeros).
         for (let k0 = 0; k0 === 0 || k0 < k; k0 += plan.k) {
           const kc = Math.min(plan.k, k - k0);
-          const ra = bind(gpu, a, transposeA ? [k0, m0, kc, mc] : [m0, k0, mc, kc], ab);
+          const ra = bind(gpu, aRead, transposeA ? [k0, m0, kc, mc] : [m0, k0, mc, kc + gatedA], ab);
           const rb = bind(gpu, b, transposeB ? [n0, k0, nc, kc] : [k0, n0, kc, nc], bb);
-          const rc = bind(gpu, c, [m0, n0, mc, nc], cb);
+          const rc = bind(gpu, c, [m0, n0, mc, nc + n2], cb);
           const rbias = bias ? bind(gpu, whole(bias, 1, n), [0, n0, 1, nc], [0, 0]) : ra;
+          // The dual product's operands (absent: stand-ins the shader does not read).
+          const rb2 = b2 ? bind(gpu, b2, transposeB ? [0, 0, n2, k] : [0, 0, k, n2], [0, 0]) : rb;
+          const rbias2 = bias2 ? bind(gpu, whole(bias2, 1, n2), [0, 0, 1, n2], [0, 0]) : ra;
+          const rnorm = rmsNorm ? bind(gpu, whole(rmsNorm.weight, 1, k), [0, 0, 1, k], [0, 0]) : ra;
           const params = new Params().u32(mc).u32(nc).u32(kc)
             .u32(transposeA ? 1 : a.stride).u32(transposeA ? a.stride : 1) // op(A): row and k strides
             .u32(transposeB ? 1 : b.stride).u32(transposeB ? b.stride : 1) // op(B): k and column strides
             .u32(c.stride).u32(ra.element).u32(rb.element).u32(rc.element).u32(rbias.element)
             .u32(bias && k0 === 0 ? 1 : 0).u32(accumulate || k0 > 0 ? 1 : 0).u32(Math.log2(wgY))
             .u32(g.ic).u32(batch.a[0]).u32(batch.a[1]).u32(batch.b[0]).u32(batch.b[1]).u32(batch.c[0])
-            .u32(batch.c[1]).i32(triangular === "lowerA" ? m0 - k0 : m0 - n0);
+            .u32(batch.c[1]).i32(triangular === "lowerA" ? m0 - k0 : m0 - n0)
+            .f32(rmsNorm?.eps ?? 0).u32(gatedA).f32(cap ?? 1).u32(Math.ceil(nc / perX)).u32(n2)
+            .u32(transposeB ? 1 : b2?.stride ?? 0).u32(transposeB ? b2?.stride ?? 0 : 1).u32(rb2.element)
+            .u32(rbias2.element).u32(bias2 ? 1 : 0);
+          const bMode = (v: MatrixView, element: number): number =>
+            loadMode(v.stride, element, batch.b, transposeB, kc, 0);
           const pipeline = gpu.pipeline(kernel, {
-            A_MODE: loadMode(a.stride, ra.element, batch.a, !transposeA, kc),
-            B_MODE: loadMode(b.stride, rb.element, batch.b, transposeB, kc),
+            A_MODE: loadMode(a.stride, ra.element, batch.a, !transposeA, kc, gatedA),
+            B_MODE: b2 && bMode(b2, rb2.element) !== bMode(b, rb.element) ? 0 : bMode(b, rb.element),
             TRIANGLE: triangular === "lowerA" ? 1 : triangular === "lowerC" ? 2 : 0,
+            A_NORM: rmsNorm ? 1 : 0,
+            A_GLU: gatedA ? 1 : 0,
+            C_CAP: cap !== undefined ? 1 : 0,
+            DUAL: b2 ? 1 : 0,
           });
-          gpu.dispatch(pipeline, [ra.range, rb.range, rbias.range, rc.range], params, [
-            Math.ceil(nc / (TN * (WG / wgY))),
-            Math.ceil(mc / (TM * wgY)),
-            g.oc * g.ic,
-          ]);
+          gpu.dispatch(
+            pipeline,
+            [ra.range, rb.range, rbias.range, rc.range, rnorm.range, rb2.range, rbias2.range],
+            params,
+            [
+              Math.ceil(nc / perX) + Math.ceil(n2 / perX),
+              Math.ceil(mc / (TM * wgY)),
+              g.oc * g.ic,
+            ],
+          );
         }
       }
     }
   }
+}
+
+/** Throws unless the fusions asked for fit the product (see {@linkcode GemmFusion}). */
+function checkFusion(label: string, o: GemmOptions, k: number): void {
+  const problem = (what: string): never => {
+    throw new RangeError(`${label}: ${what}`);
+  };
+  if ((o.rmsNorm || o.gatedA) && o.transposeA) problem("rmsNorm and gatedA need an untransposed a");
+  if (o.rmsNorm && o.gatedA) problem("rmsNorm and gatedA cannot be combined");
+  if (o.rmsNorm) {
+    if (o.rmsNorm.weight.shape.length !== 1 || o.rmsNorm.weight.shape[0] !== k) {
+      problem(`rmsNorm.weight ${formatShape(o.rmsNorm.weight.shape)} does not match K = ${k}`);
+    }
+    if (!(o.rmsNorm.eps >= 0)) problem(`rmsNorm.eps must be a non-negative number, got ${o.rmsNorm.eps}`);
+  }
+  if (o.gatedA !== undefined && !(Number.isInteger(o.gatedA) && o.gatedA > 0)) {
+    problem(`gatedA must be a positive integer, got ${o.gatedA}`);
+  }
+  if (o.softCap !== undefined) {
+    if (!(o.softCap > 0 && Number.isFinite(o.softCap))) {
+      problem(`softCap must be positive and finite, got ${o.softCap}`);
+    }
+    if (o.accumulate) problem("softCap cannot be combined with accumulate");
+  }
+  if (o.second && (o.batch || o.triangular)) problem("second cannot be combined with batch or triangular");
+}
+
+/**
+ * The RMSNorm and soft-cap fusions of a product that must be split over K: the norm kernel first (into a scratch
+ * copy of A), or the soft-cap kernel after (through a scratch C).
+ */
+function unfused(a: MatrixView, b: MatrixView, c: MatrixView, options: GemmOptions, m: number, k: number): void {
+  const gpu = c.tensor.gpu;
+  if (options.rmsNorm) {
+    if (a.offset !== 0 || a.stride !== k || a.tensor.size !== m * k) {
+      throw new RangeError(
+        `${options.label ?? "gemm"}: rmsNorm over K = ${k} in passes needs a to be a whole [${m}, ${k}] tensor`,
+      );
+    }
+    const x = a.tensor.reshape([m, k]);
+    const an = norm(x, options.rmsNorm.weight, null, { kind: "rms", eps: options.rmsNorm.eps });
+    x.dispose();
+    gemm(whole(an, m, k), b, c, { ...options, rmsNorm: undefined });
+    an.dispose(); // the recorded product still reads it; the pool hands it out only to later commands
+    return;
+  }
+  const raw = Tensor.empty(gpu, [m, c.cols]);
+  gemm(a, b, whole(raw, m, c.cols), { ...options, softCap: undefined });
+  const capped = softCap(raw, options.softCap!);
+  if (c.stride === c.cols) gpu.copy(capped.buffer, 0, c.tensor.buffer, 4 * c.offset, 4 * m * c.cols);
+  else {
+    for (let r = 0; r < m; r++) {
+      gpu.copy(capped.buffer, 4 * r * c.cols, c.tensor.buffer, 4 * (c.offset + r * c.stride), 4 * c.cols);
+    }
+  }
+  raw.dispose();
+  capped.dispose();
 }
 
 const NAMES = ["a", "b", "c"] as const;
@@ -284,11 +446,18 @@ function checkView(label: string, name: string, v: MatrixView, batch: GemmBatch,
 
 /**
  * How an operand is loaded (the shader's A_MODE / B_MODE): 1 = vec4 along K, 2 = vec4 along M or N, 0 = f32. vec4
- * loads need 16-byte aligned rows in every product of the batch, and whole vec4 steps where the contiguous
- * dimension is K.
+ * loads need 16-byte aligned rows in every product of the batch (and a `shift` to a second block, the gated
+ * part, of whole vec4s), and whole vec4 steps where the contiguous dimension is K.
  */
-function loadMode(stride: number, first: number, batch: [number, number], alongK: boolean, k: number): number {
-  if (stride % 4 !== 0 || first % 4 !== 0 || batch[0] % 4 !== 0 || batch[1] % 4 !== 0) return 0;
+function loadMode(
+  stride: number,
+  first: number,
+  batch: [number, number],
+  alongK: boolean,
+  k: number,
+  shift: number,
+): number {
+  if (stride % 4 !== 0 || first % 4 !== 0 || batch[0] % 4 !== 0 || batch[1] % 4 !== 0 || shift % 4 !== 0) return 0;
   if (!alongK) return 2;
   return k % 4 === 0 ? 1 : 0;
 }
@@ -318,12 +487,16 @@ function bindingCap(gpu: Gpu, v: MatrixView): number {
   return cap;
 }
 
-/** How one operand's stored rows and columns map onto the problem's M, N and K, and the elements it may bind. */
+/**
+ * How one operand's stored rows and columns map onto the problem's M, N and K, the elements it may bind, and the
+ * elements it reads past a block's last column (A's gated part).
+ */
 interface Layout {
   ld: number;
   rowsAre: "m" | "n" | "k";
   colsAre: "m" | "n" | "k";
   cap: number;
+  extra: number;
 }
 
 /**
@@ -346,14 +519,17 @@ function planBlocks(
   };
   for (let changed = true; changed;) {
     changed = false;
-    for (const { ld, rowsAre, colsAre, cap } of layouts) {
+    for (const { ld, rowsAre, colsAre, cap, extra } of layouts) {
       const rows = size[rowsAre], cols = size[colsAre];
-      if ((rows - 1) * ld + cols <= cap) continue;
-      if (cols > cap) {
+      if ((rows - 1) * ld + cols + extra <= cap) continue;
+      if (cols + extra > cap) {
+        if (cap - extra < 1) {
+          throw new RangeError(`matmul: a storage binding limit of ${gpu.maxBinding} bytes is too small`);
+        }
         size[rowsAre] = 1;
-        size[colsAre] = cap;
+        size[colsAre] = cap - extra;
       } else {
-        size[rowsAre] = Math.floor((cap - cols) / ld) + 1;
+        size[rowsAre] = Math.floor((cap - cols - extra) / ld) + 1;
       }
       changed = true;
     }

@@ -16,9 +16,10 @@ import { type BufferRange, type Gpu, grid, Params } from "../gpu/runtime.ts";
 import { formatShape } from "../host_tensor.ts";
 import { expectShape, matrix, type MatrixView, Tensor } from "../tensor.ts";
 import { gemm, type GemmOptions } from "./matmul.ts";
+import { accurateMath } from "./wgsl_math.ts";
 
 const PARALLEL = { name: "mlstm_parallel_forward", code: parallelCode };
-const STEP = { name: "mlstm_recurrent_step_forward", code: stepCode };
+const STEP = { name: "mlstm_recurrent_step_forward", code: accurateMath("f32") + stepCode };
 const BACKWARD = { name: "mlstm_parallel_backward", code: backwardCode };
 const WORKGROUP = 64;
 const DEFAULT_EPS = 1e-6;
@@ -79,6 +80,11 @@ export interface MlstmStepOptions {
    * scaled when reading (mlstm_kernels, B2.4). h is the same; C and n differ by a factor √DHQK.
    */
   keyScaledState: boolean;
+  /**
+   * Soft-caps the gate pre-activations as they are loaded: `cap·tanh(x / cap)` (xlstm_large's gate soft cap,
+   * saving its separate kernel). Default: none.
+   */
+  gateSoftCap?: number;
 }
 
 /** The output and fresh state of one recurrent step. */
@@ -311,8 +317,9 @@ export function mlstmRecurrentStep(
   options: MlstmStepOptions,
 ): MlstmStepResult {
   const op = "mlstmRecurrentStep";
-  const { numHeads: heads, eps = DEFAULT_EPS, keyScaledState } = options;
+  const { numHeads: heads, eps = DEFAULT_EPS, keyScaledState, gateSoftCap = 0 } = options;
   positive(op, "numHeads", heads);
+  checkGateCap(op, options.gateSoftCap);
   const batch = q.rows;
   positive(op, "the batch (rows of q)", batch);
   const dqk = headDim(op, "q", q, heads);
@@ -348,7 +355,7 @@ export function mlstmRecurrentStep(
   const params = new Params().u32(heads).u32(dqk).u32(dv).u32(batch * heads * dv);
   slices.forEach((s, i) => params.u32(s.base).u32(views[i].stride));
   const scale = 1 / Math.sqrt(dqk);
-  params.f32(keyScaledState ? 1 : scale).f32(keyScaledState ? scale : 1).f32(eps);
+  params.f32(keyScaledState ? 1 : scale).f32(keyScaledState ? scale : 1).f32(eps).f32(gateSoftCap);
   gpu.dispatch(
     gpu.pipeline(STEP),
     [
@@ -525,6 +532,13 @@ function groupGemm(a: Operand, b: Operand, c: Operand, g: Group, options: GemmOp
 export function positive(op: string, name: string, value: number): void {
   if (!Number.isInteger(value) || value < 1) {
     throw new RangeError(`${op}: ${name} must be a positive integer, got ${value}`);
+  }
+}
+
+/** Throws unless a gate soft cap is absent or positive and finite. */
+export function checkGateCap(op: string, cap: number | undefined): void {
+  if (cap !== undefined && !(cap > 0 && Number.isFinite(cap))) {
+    throw new RangeError(`${op}: gateSoftCap must be positive and finite, got ${cap}`);
   }
 }
 

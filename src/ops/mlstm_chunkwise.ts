@@ -18,9 +18,19 @@ import { type BufferRange, type Gpu, grid, Params } from "../gpu/runtime.ts";
 import { formatShape } from "../host_tensor.ts";
 import { expectShape, type MatrixView, Tensor } from "../tensor.ts";
 import { gemm, type GemmOptions } from "./matmul.ts";
-import { bindRows, checkView, headDim, MLSTM_MAX_LOOP, type MlstmState, positive, quadAlignment } from "./mlstm.ts";
+import {
+  bindRows,
+  checkGateCap,
+  checkView,
+  headDim,
+  MLSTM_MAX_LOOP,
+  type MlstmState,
+  positive,
+  quadAlignment,
+} from "./mlstm.ts";
+import { accurateMath } from "./wgsl_math.ts";
 
-const KERNEL = { name: "mlstm_chunkwise_forward", code };
+const KERNEL = { name: "mlstm_chunkwise_forward", code: accurateMath("f32") + code };
 const WORKGROUP = 64;
 const DEFAULT_EPS = 1e-6;
 /** Bytes one scratch buffer of a segment may take at most (beside the binding limit), to bound memory. */
@@ -41,6 +51,11 @@ export interface MlstmChunkwiseOptions {
    * scratch per buffer and the loop bound allow; tests lower it to exercise the carried state.
    */
   chunksPerSegment?: number;
+  /**
+   * Soft-caps the gate pre-activations as they are loaded: `cap·tanh(x / cap)` (xlstm_large's gate soft cap,
+   * saving its separate kernel). Default: none.
+   */
+  gateSoftCap?: number;
 }
 
 /** The output and final state of {@linkcode mlstmChunkwiseForward}. */
@@ -65,8 +80,9 @@ export function mlstmChunkwiseForward(
   options: MlstmChunkwiseOptions,
 ): MlstmChunkwiseResult {
   const op = "mlstmChunkwiseForward";
-  const { batch, numHeads: heads, chunkSize: len, eps = DEFAULT_EPS } = options;
+  const { batch, numHeads: heads, chunkSize: len, eps = DEFAULT_EPS, gateSoftCap = 0 } = options;
   positive(op, "batch", batch);
+  checkGateCap(op, options.gateSoftCap);
   positive(op, "numHeads", heads);
   positive(op, "chunkSize", len);
   if (options.chunksPerSegment !== undefined) positive(op, "chunksPerSegment", options.chunksPerSegment);
@@ -143,7 +159,7 @@ export function mlstmChunkwiseForward(
         const params = (total: number): Params =>
           new Params().u32(heads).u32(len).u32(nc).u32(seq).u32(b0 * heads).u32(dqk).u32(dv).u32(total)
             .u32(ks.base).u32(k.stride).u32(is.base).u32(igate.stride).u32(fs.base).u32(fgate.stride)
-            .u32(hs.base).u32(hView.stride).f32(1 / Math.sqrt(dqk)).f32(eps);
+            .u32(hs.base).u32(hView.stride).f32(1 / Math.sqrt(dqk)).f32(eps).f32(gateSoftCap);
         const run = (pipe: GPUComputePipeline, bindings: BufferRange[], total: number): void =>
           gpu.dispatch(pipe, bindings, params(total), grid(total, WORKGROUP));
         run(

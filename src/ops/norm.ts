@@ -16,10 +16,11 @@ import code from "../../shaders/norm_forward.wgsl" with { type: "text" };
 import backwardCode from "../../shaders/norm_backward.wgsl" with { type: "text" };
 import { grid, Params } from "../gpu/runtime.ts";
 import { formatShape } from "../host_tensor.ts";
-import { expectShape, matrix, Tensor } from "../tensor.ts";
+import { expectShape, matrix, type MatrixView, Tensor } from "../tensor.ts";
 import { sumRows } from "./reduce.ts";
+import { accurateMath } from "./wgsl_math.ts";
 
-const KERNEL = { name: "norm_forward", code };
+const KERNEL = { name: "norm_forward", code: accurateMath("vec4f") + code };
 const BACKWARD_KERNEL = { name: "norm_backward", code: backwardCode };
 /** Per-invocation loop trips allowed, well below lavapipe's silent cut at 65,535. */
 const MAX_TRIPS = 32768;
@@ -54,6 +55,12 @@ export interface NormOptions {
   eps: number;
   /** Scale is `weightOffset + weight[c]`: 1 for the NeurIPS residual-weight convention, 0 (default) otherwise. */
   weightOffset?: 0 | 1;
+  /**
+   * Output gate of {@linkcode norm} (forward only, for inference): the result is `sigmoid(o) ⊙ y`, `o` a view of
+   * x's rows (of all C channels), e.g. the o columns of xlstm_large's fused projection. Saves the separate gate
+   * kernel; not accepted by {@linkcode normBackward}.
+   */
+  outputGate?: MatrixView;
 }
 
 /**
@@ -76,6 +83,10 @@ export function norm(x: Tensor, weight: Tensor | null, bias: Tensor | null, opti
   }
 
   const gpu = x.gpu;
+  const gate = options.outputGate;
+  if (gate) {
+    checkView(gate, x.size / (groups * groupSize), groups * groupSize);
+  }
   const out = Tensor.empty(gpu, x.shape);
   if (x.size === 0) return out;
   const input = x.binding("norm x");
@@ -88,9 +99,11 @@ export function norm(x: Tensor, weight: Tensor | null, bias: Tensor | null, opti
       weight?.binding("norm weight") ?? placeholder,
       bias?.binding("norm bias") ?? placeholder,
       out.binding("norm out"),
+      gate ? gate.tensor.binding("norm output gate") : placeholder,
     ],
     new Params().u32(units).u32(groupSize).u32(groups).u32(kind === "layer" ? 1 : 0)
-      .u32(weight ? 1 : 0).u32(bias ? 1 : 0).f32(eps).f32(weightOffset),
+      .u32(weight ? 1 : 0).u32(bias ? 1 : 0).f32(eps).f32(weightOffset)
+      .u32(gate ? 1 : 0).u32(gate?.offset ?? 0).u32(gate?.stride ?? 0),
     grid(units, perUnit ? threads : 1, gpu.limits.maxComputeWorkgroupsPerDimension),
   );
   return out;
@@ -129,6 +142,7 @@ export function normBackward(
     options,
   );
   expectShape("normBackward dy", dy, x.shape);
+  if (options.outputGate) throw new RangeError("normBackward: the outputGate option has no backward");
   if (dy.dtype !== "float32") throw new TypeError(`normBackward: dy must be float32, got ${dy.dtype}`);
   // Two passes over ceil(G / 4) chunks, plus the masked tail's lanes.
   const trips = 2 * Math.ceil(groupSize / 4) + 4;
@@ -166,6 +180,20 @@ export function normBackward(
   return { dx, dweight, dbias };
 }
 
+/** Throws unless the output gate view is `[rows, channels]` of float32 inside its tensor. */
+function checkView(o: MatrixView, rows: number, channels: number): void {
+  const end = o.offset + (rows - 1) * o.stride + channels;
+  if (
+    o.rows !== rows || o.cols !== channels || o.tensor.dtype !== "float32" || o.stride < channels ||
+    o.offset < 0 || end > o.tensor.size
+  ) {
+    throw new RangeError(
+      `norm: outputGate ${o.tensor.dtype} view [${o.rows}, ${o.cols}] (offset ${o.offset}, stride ${o.stride}) of ` +
+        `${formatShape(o.tensor.shape)} must be float32 [${rows}, ${channels}] inside its tensor`,
+    );
+  }
+}
+
 /** Validates the operands shared by {@linkcode norm} and {@linkcode normBackward}; errors are prefixed with `op`. */
 function checkOperands(
   op: string,
@@ -173,7 +201,7 @@ function checkOperands(
   weight: Tensor | null,
   bias: Tensor | null,
   options: NormOptions,
-): Required<NormOptions> & { channels: number; groupSize: number; units: number } {
+): Required<Omit<NormOptions, "outputGate">> & { channels: number; groupSize: number; units: number } {
   const { kind, groups = 1, eps, weightOffset = 0 } = options;
   if (x.dtype !== "float32" || x.shape.length === 0) {
     throw new TypeError(`${op}: x must be a float32 tensor [..., C], got ${x.dtype} ${formatShape(x.shape)}`);

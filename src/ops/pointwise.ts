@@ -7,7 +7,8 @@
  * @module
  */
 
-import code from "../../shaders/pointwise_forward.wgsl" with { type: "text" };
+import mathCode from "../../shaders/accurate_math.wgsl" with { type: "text" };
+import pointwiseCode from "../../shaders/pointwise_forward.wgsl" with { type: "text" };
 import backwardCode from "../../shaders/pointwise_backward.wgsl" with { type: "text" };
 import { type BufferRange, type Gpu, grid, type Kernel, Params } from "../gpu/runtime.ts";
 import { formatShape } from "../host_tensor.ts";
@@ -15,12 +16,12 @@ import { expectShape, matrix, type MatrixView, Tensor } from "../tensor.ts";
 import { sumRows } from "./reduce.ts";
 
 /** WGSL of the pointwise mechanism (bindings, view indexing, accurate exp/tanh/sigmoid); other kernels append to it. */
-export const POINTWISE_WGSL: string = code;
+export const POINTWISE_WGSL: string = mathCode + pointwiseCode;
 
-const KERNEL: Kernel = { name: "pointwise_forward", code };
+const KERNEL: Kernel = { name: "pointwise_forward", code: POINTWISE_WGSL };
 /** WGSL of the backward entry points and derivative helpers; `gated_activation.ts` appends its own after it. */
 export const POINTWISE_BACKWARD_WGSL: string = backwardCode;
-const BACKWARD: Kernel = { name: "pointwise_backward", code: code + backwardCode };
+const BACKWARD: Kernel = { name: "pointwise_backward", code: POINTWISE_WGSL + backwardCode };
 /** Views a pointwise kernel reads besides `out`; `Params` has an (offset, stride) pair for each. */
 const MAX_INPUTS = 4;
 /**
