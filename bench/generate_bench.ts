@@ -8,7 +8,8 @@
  *   deno bench -A bench/generate_bench.ts                  # Deno's timing of one decode run
  *
  * Environment: XLSTM_BENCH_SIZE (tiny | 7b), XLSTM_BENCH_PROMPT (prefill tokens), XLSTM_BENCH_TOKENS (decoded
- * tokens), XLSTM_BENCH_DTYPE (float32 | float16; default float16 where the adapter has shader-f16, for 7b).
+ * tokens), XLSTM_BENCH_DTYPE (float32 | float16; default float16 where the adapter has shader-f16, for 7b),
+ * XLSTM_BENCH_WEIGHT_MODE (single | fused; default fused, the fewest dispatches per token).
  */
 
 import { noGrad } from "../src/autograd.ts";
@@ -32,7 +33,8 @@ const P = envInt("XLSTM_BENCH_PROMPT", size.prompt), N = envInt("XLSTM_BENCH_TOK
 
 const gpu = await createGpu();
 const dtype = Deno.env.get("XLSTM_BENCH_DTYPE") ?? (sizeName === "7b" && gpu.hasF16 ? "float16" : "float32");
-const config = xLSTMLargeConfig(size.dims);
+const weightMode = Deno.env.get("XLSTM_BENCH_WEIGHT_MODE") ?? "fused";
+const config = xLSTMLargeConfig({ ...size.dims, weight_mode: weightMode });
 const model = await xLSTMLarge.create(config, {
   gpu,
   seed: 0,
@@ -90,7 +92,9 @@ if (import.meta.main) {
     [
       "model",
       `xLSTMLarge ${sizeName}: E ${config.embedding_dim}, ${config.num_blocks} blocks, ${config.num_heads} heads, ` +
-      `V ${config.vocab_size}, ${(model.numParameters() / 1e6).toFixed(1)} M parameters, ${dtype} weights`,
+      `V ${config.vocab_size}, ${
+        (model.numParameters() / 1e6).toFixed(1)
+      } M parameters, ${dtype} weights, ${weightMode} mode`,
     ],
     ["prefill", `${P} tokens in ${prefillMs.toFixed(1)} ms: ${(P / prefillMs * 1000).toFixed(0)} tokens/s`],
     ["time to first token", `${greedy.timing.timeToFirstTokenMs.toFixed(1)} ms (1-token prompt, incl. one readback)`],
