@@ -1,11 +1,11 @@
-// Fused sLSTM / LSTM recurrence with block-diagonal (per-head) recurrent weights, backward pass. Two entry points:
+// Fused sLSTM / LSTM recurrence with block-diagonal (per-head) recurrent weights, backward pass. The op prepends
+// slstm_recurrent_common.wgsl (tiling, R, quad I/O, cell math: read its header first). Two entry points:
 //
-// `main` mirrors slstm_recurrent_forward.wgsl: one workgroup per (head, batch) runs `p.steps` time steps backwards,
-// from p.t0 + p.steps − 1 down to p.t0; the op runs the dispatches from the end of the sequence to the start and
-// `carry` holds the gradient carries between them. Each step recomputes the raw gates
-// raw = wx_t + R_h·y_{t-1} + b with the forward's code and order (so i, f, z, o match it), applies the pointwise
-// backward, writes d raw (= d wx) and propagates dy_rec = R_hᵀ·d raw to step t − 1.
-// `weight_grad` sums d raw ⊗ y_{t-1} over one chunk of (b, t) rows per invocation into partials of dR.
+// `main` mirrors slstm_recurrent_forward.wgsl (same tiling) and runs `p.steps` time steps backwards, from
+// p.t0 + p.steps − 1 down to p.t0; the op runs the dispatches from the end of the sequence to the start and `carry`
+// holds the gradient carries between them. Each step reads the raw gates the forward saved, applies the pointwise
+// backward, writes d raw (= d wx) and propagates dy_rec = R_hᵀ·d raw to step t − 1 through workgroup memory.
+// `shift` writes y_{t-1} for every (b, t) row, the right-hand operand of dR = Σ d rawᵀ·y_{t-1} (a gemm in the op).
 //
 // sLSTM pointwise backward (spec B1; derivation in tests/cpu/slstm.ts): with m held constant
 //   dy = dy_out + dy_rec, dc += dy·o/n, dn −= dy·y/n, dĩ = i·(z·dc + dn), dlfm = f·(dc·c₋ + dn·n₋),
@@ -16,15 +16,13 @@
 // element starting from n₋ = 0 whose f clamps to 1 moves its m-constant forget share to ĩ (then m = ĩ).
 //
 // Layouts (H = NH·DH, G = 4 gates i, f, z, o):
-//   wx, dwx [B, S, 4H]    gate-major: g·H + h·DH + d
-//   r       [NH, 4DH, DH] vanilla layout: row g·DH + d_out, column d_in
-//   bias    [4H]          gate-major
 //   state0  [NS, B, H]    initial state (y, c, n, m) / (y, c), read when p.has_state != 0
-//   y, dy   [B, S, H]     forward outputs and their gradient
-//   saved   [NS-1, B, S, H] per-step (c, n, m) / (c) from the forward
+//   saved   [NS + 3, B, S, H] the forward's per-step (c, n, m) / (c) and raw gates i, f, z, o
+//   dy      [B, S, H]     gradient of the outputs
 //   carry   [NS, B, H]    gradient w.r.t. the state at the dispatch boundary: (dy_rec, dc, dn, dm). Between
 //                         dispatches the m slot holds μ = dm − c·dc − n·dn instead (converted at both ends).
-//   partial [chunks, NH, 4DH, DH] per-chunk sums of d raw ⊗ y_{t-1}
+//   dwx     [B, S, 4H]    d raw, gate-major
+//   shift:  y [B, S, H] → y_prev [B, S, H]
 
 struct Params {
   batch: u32, // B
@@ -33,116 +31,229 @@ struct Params {
   t0: u32, // main: first (earliest) step of this dispatch
   steps: u32, // main: steps in this dispatch
   has_state: u32, // 1: state0 holds the initial state; 0: it is zeros
-  chunk_rows: u32, // weight_grad: (b, t) rows per chunk
 }
-
-override DH: u32; // head dim
-override WG: u32; // threads per workgroup (main: ≤ DH)
-override LSTM: bool = false; // plain LSTM pointwise (2 states) instead of sLSTM (4 states)
-override R_WG_LEN: u32 = 1u; // DH·DH when the head's R block is staged in workgroup memory, else 1
-override R_IN_WG: bool = R_WG_LEN > 1u;
-override K: u32 = (DH + WG - 1u) / WG; // dims per thread
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> wx: array<f32>;
-@group(0) @binding(2) var<storage, read> r: array<f32>;
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read> state0: array<f32>;
-@group(0) @binding(5) var<storage, read> y: array<f32>;
-@group(0) @binding(6) var<storage, read> saved: array<f32>;
-@group(0) @binding(7) var<storage, read> dy: array<f32>;
-@group(0) @binding(8) var<storage, read_write> carry: array<f32>;
-@group(0) @binding(9) var<storage, read_write> dwx: array<f32>;
+// binding 1: R (r_src, in the common part)
+@group(0) @binding(2) var<storage, read> state0: array<f32>;
+@group(0) @binding(3) var<storage, read> saved: array<vec4f>;
+@group(0) @binding(4) var<storage, read> dy: array<vec4f>;
+@group(0) @binding(5) var<storage, read_write> carry: array<f32>;
+@group(0) @binding(6) var<storage, read_write> dwx: array<vec4f>;
 
-// weight_grad's own bindings (WGSL allows a binding number per entry point).
-@group(0) @binding(1) var<storage, read> g_draw: array<f32>;
-@group(0) @binding(2) var<storage, read> g_y: array<f32>;
-@group(0) @binding(3) var<storage, read> g_state0: array<f32>;
-@group(0) @binding(4) var<storage, read_write> partial: array<f32>;
+// `shift`'s own bindings (WGSL allows a binding number per entry point).
+@group(0) @binding(1) var<storage, read> sh_y: array<f32>;
+@group(0) @binding(2) var<storage, read> sh_state0: array<f32>;
+@group(0) @binding(3) var<storage, read_write> sh_out: array<f32>;
 
-var<workgroup> y_wg: array<f32, DH>; // y_{t-1} of the head
-var<workgroup> d_wg: array<vec4f, DH>; // d raw of the step, gates (i, f, z, o) per d_out
-// Carries, each touched only by its owning thread: no barriers needed.
-var<workgroup> dyr_wg: array<f32, DH>; // dy_rec = R_hᵀ·d raw of the later step
-var<workgroup> dc_wg: array<f32, DH>;
-var<workgroup> dn_wg: array<f32, DH>;
-var<workgroup> mu_wg: array<f32, DH>; // μ, see the header
-// R staged as [d_in][d_out] of vec4 (gates i, f, z, o), as in the forward.
-var<workgroup> r_wg: array<vec4f, R_WG_LEN>;
+// d raw of the step, [slot][gate][quad]. Between the Rᵀ pass and the next step's pointwise part the gate-i plane
+// holds dy_rec = R_hᵀ·d raw of the later step instead (a separate array would halve the sequences per workgroup at
+// DH 64 on 32 KiB of workgroup memory).
+var<workgroup> d_wg: array<vec4f, 4u * SLOTS * DQ>;
+// Carries [slot][quad], each touched only by its owning invocation: no barriers needed.
+var<workgroup> dc_wg: array<vec4f, SLOTS * DQ>;
+var<workgroup> dn_wg: array<vec4f, SLOTS * DQ>;
+var<workgroup> mu_wg: array<vec4f, SLOTS * DQ>; // μ, see the header
 
-// Weights of y_{t-1}[d_in] in the four gate rows g·DH + d_out of head h, from global memory.
-fn weights_global(h: u32, d_out: u32, d_in: u32) -> vec4f {
-  let at = (h * 4u * DH + d_out) * DH + d_in;
-  let gate = DH * DH; // distance between gate blocks of rows
-  return vec4f(r[at], r[at + gate], r[at + 2u * gate], r[at + 3u * gate]);
+// dy_rec of 16 columns j0 .. j0+15 (column c of the result holds j0 + 4c .. +3) += Σ_g d raw_g[quad dq]ᵀ · R_g
+// for slot `slot`; w0 .. w3 are the blocks of columns j0, j0 + 4, j0 + 8, j0 + 12.
+fn tmac(acc: mat4x4f, w0: Block, w1: Block, w2: Block, w3: Block, slot: u32, dq: u32) -> mat4x4f {
+  let at = slot * 4u * DQ + dq;
+  let di = d_wg[at];
+  let df = d_wg[at + DQ];
+  let dz = d_wg[at + 2u * DQ];
+  let d_o = d_wg[at + 3u * DQ];
+  return acc + mat4x4f(
+    di * w0.i + df * w0.f + dz * w0.z + d_o * w0.o,
+    di * w1.i + df * w1.f + dz * w1.z + d_o * w1.o,
+    di * w2.i + df * w2.f + dz * w2.z + d_o * w2.o,
+    di * w3.i + df * w3.f + dz * w3.z + d_o * w3.o,
+  );
 }
 
-// The same weights from wherever this pipeline variant keeps them.
-fn weights(h: u32, d_out: u32, d_in: u32) -> vec4f {
-  if (R_IN_WG) {
-    return r_wg[d_in * DH + d_out];
+// Where dy_rec of quad dq of slot `slot` lives: the gate-i plane of d_wg.
+fn dyr_at(slot: u32, dq: u32) -> u32 {
+  return slot * 4u * DQ + dq;
+}
+
+// Stores column c of a tmac accumulator as dy_rec of quad 4·jg + c, for the quads the head has.
+fn put_dyr(slot: u32, jg: u32, acc: mat4x4f) {
+  let at = dyr_at(slot, 4u * jg);
+  d_wg[at] = acc[0];
+  if (4u * jg + 1u < DQ) { d_wg[at + 1u] = acc[1]; }
+  if (4u * jg + 2u < DQ) { d_wg[at + 2u] = acc[2]; }
+  if (4u * jg + 3u < DQ) { d_wg[at + 3u] = acc[3]; }
+}
+
+fn read_saved(e: u32, n: u32) -> vec4f {
+  if (ALIGNED) {
+    return saved[e / 4u];
   }
-  return weights_global(h, d_out, d_in);
+  let i = elements(e, n);
+  let v = vec4f(
+    saved[i.x / 4u][i.x % 4u],
+    saved[i.y / 4u][i.y % 4u],
+    saved[i.z / 4u][i.z % 4u],
+    saved[i.w / 4u][i.w % 4u],
+  );
+  return select(vec4f(), v, real(n));
 }
 
-fn sigmoid(x: f32) -> f32 {
-  return 1.0 / (1.0 + exp(-x));
+fn read_dy(e: u32, n: u32) -> vec4f {
+  if (ALIGNED) {
+    return dy[e / 4u];
+  }
+  let i = elements(e, n);
+  let v = vec4f(dy[i.x / 4u][i.x % 4u], dy[i.y / 4u][i.y % 4u], dy[i.z / 4u][i.z % 4u], dy[i.w / 4u][i.w % 4u]);
+  return select(vec4f(), v, real(n));
 }
 
-// log σ(x) = min(x, 0) − log(1 + e^{−|x|}), finite for every x.
-fn log_sigmoid(x: f32) -> f32 {
-  return min(x, 0.0) - log(1.0 + exp(-abs(x)));
+fn write_dwx(e: u32, n: u32, v: vec4f) {
+  if (ALIGNED) {
+    dwx[e / 4u] = v;
+    return;
+  }
+  let i = e + vec4u(0u, 1u, 2u, 3u);
+  dwx[i.x / 4u][i.x % 4u] = v.x;
+  if (n > 1u) { dwx[i.y / 4u][i.y % 4u] = v.y; }
+  if (n > 2u) { dwx[i.z / 4u][i.z % 4u] = v.z; }
+  if (n > 3u) { dwx[i.w / 4u][i.w % 4u] = v.w; }
 }
 
-// As in the forward: tanh saturates in f32 beyond |x| = 10 (so its derivative 1 − tanh² is 0 there too).
-fn tanh_safe(x: f32) -> f32 {
-  return tanh(clamp(x, -10.0, 10.0));
+// Scalar quads of [NS, B, H] arrays, read and written once per dispatch.
+fn read_state0(s: u32, b: u32, dq: u32) -> vec4f {
+  if (p.has_state == 0u) {
+    return vec4f();
+  }
+  let n = quad_len(dq);
+  let i = elements((s * p.batch + b) * p.hidden + head * DH + 4u * dq, n);
+  return select(vec4f(), vec4f(state0[i.x], state0[i.y], state0[i.z], state0[i.w]), real(n));
 }
 
-// Component s (0 y, 1 c, 2 n, 3 m) of the state before step t ≥ 0 at (b, j = h·DH + d).
-fn state_before(s: u32, t: u32, b: u32, j: u32) -> f32 {
+fn read_carry(s: u32, b: u32, dq: u32) -> vec4f {
+  let n = quad_len(dq);
+  let i = elements((s * p.batch + b) * p.hidden + head * DH + 4u * dq, n);
+  return select(vec4f(), vec4f(carry[i.x], carry[i.y], carry[i.z], carry[i.w]), real(n));
+}
+
+fn write_carry(s: u32, b: u32, dq: u32, v: vec4f) {
+  let n = quad_len(dq);
+  let i = (s * p.batch + b) * p.hidden + head * DH + 4u * dq;
+  carry[i] = v.x;
+  if (n > 1u) { carry[i + 1u] = v.y; }
+  if (n > 2u) { carry[i + 2u] = v.z; }
+  if (n > 3u) { carry[i + 3u] = v.w; }
+}
+
+// Component s (1 c, 2 n, 3 m) of the state before step t ≥ 0 of sequence b at quad dq.
+fn state_before(s: u32, t: u32, b: u32, dq: u32) -> vec4f {
   if (t == 0u) {
-    if (p.has_state == 0u) {
-      return 0.0;
-    }
-    return state0[(s * p.batch + b) * p.hidden + j];
+    return read_state0(s, b, dq);
   }
-  let at = (b * p.seq + t - 1u) * p.hidden + j;
-  if (s == 0u) {
-    return y[at];
-  }
-  return saved[(s - 1u) * p.batch * p.seq * p.hidden + at];
+  let at = (b * p.seq + t - 1u) * p.hidden + head * DH + 4u * dq;
+  return read_saved((s - 1u) * p.batch * p.seq * p.hidden + at, quad_len(dq));
 }
 
-@compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
-  let h = wid.x;
-  let b = wid.y;
+// The pointwise backward of step t for slot `slot` (sequence b) at quad dq: d raw into d_wg and dwx, carries updated.
+fn cell_backward(slot: u32, b: u32, dq: u32, t: u32) {
   let H = p.hidden;
-  let plane = p.batch * H; // one state component [B, H]
-  let base = b * H + h * DH;
+  let n = quad_len(dq);
+  let j = head * DH + 4u * dq;
+  let row = b * p.seq + t;
+  let plane = p.batch * p.seq * H;
+  let gates = saved_states() * plane + row * H + j;
+  let raw = mat4x4f(
+    read_saved(gates, n),
+    read_saved(gates + plane, n),
+    read_saved(gates + 2u * plane, n),
+    read_saved(gates + 3u * plane, n),
+  );
+  let w = slot * DQ + dq;
+  let c_prev = state_before(1u, t, b, dq);
+  let dy_t = read_dy(row * H + j, n) + d_wg[dyr_at(slot, dq)]; // read before put_draw overwrites it
+  let z = tanh_safe(raw[2]);
+  let o = sigmoid(raw[3]);
+  var dc = dc_wg[w];
+  var f_g: vec4f;
+  var draw: mat4x4f;
+  if (LSTM) {
+    let i_g = sigmoid(raw[0]);
+    f_g = sigmoid(raw[1]);
+    let tc = tanh_safe(f_g * c_prev + i_g * z);
+    dc += dy_t * o * (1.0 - tc * tc);
+    draw = mat4x4f(dc * z * i_g * (1.0 - i_g), dc * c_prev * f_g * (1.0 - f_g), dc * i_g * (1.0 - z * z),
+      dy_t * tc * o * (1.0 - o));
+  } else {
+    let n_prev = state_before(2u, t, b, dq);
+    let lfm = state_before(3u, t, b, dq) + log_sigmoid(raw[1]);
+    let zero_n = n_prev == vec4f();
+    let m_new = select(max(raw[0], lfm), raw[0], zero_n);
+    let i_g = min(exp(raw[0] - m_new), vec4f(1.0));
+    f_g = min(exp(lfm - m_new), vec4f(1.0));
+    let c_new = f_g * c_prev + i_g * z;
+    let n_new = f_g * n_prev + i_g;
+    let y_over_o = c_new / n_new;
+    var dn = dn_wg[w];
+    dc += dy_t * o / n_new;
+    dn -= dy_t * o * y_over_o / n_new;
+    let gf = dc * c_prev + dn * n_prev;
+    var di = i_g * (z * dc + dn);
+    var dl = f_g * gf;
+    let lfm_wins = lfm > raw[0];
+    // f clamped to 1: constant, so its share goes to ĩ through m = ĩ
+    let clamped = zero_n & lfm_wins;
+    di = select(di, di + dl, clamped);
+    dl = select(dl, vec4f(), clamped);
+    let mu = mu_wg[w];
+    let to_lfm = !zero_n & lfm_wins;
+    dl = select(dl, dl + mu, to_lfm);
+    di = select(di + mu, di, to_lfm);
+    mu_wg[w] = dl - f_g * gf;
+    dn_wg[w] = f_g * dn;
+    draw = mat4x4f(di, dl * sigmoid(-raw[1]), dc * i_g * (1.0 - z * z), dy_t * y_over_o * o * (1.0 - o));
+  }
+  dc_wg[w] = f_g * dc;
+  // Padding dims stay exactly zero: they meet R's zero rows in the Rᵀ pass.
+  let x = row * 4u * H + j;
+  let r = real(n);
+  put_draw(slot, dq, 0u, x, n, select(vec4f(), draw[0], r));
+  put_draw(slot, dq, 1u, x + H, n, select(vec4f(), draw[1], r));
+  put_draw(slot, dq, 2u, x + 2u * H, n, select(vec4f(), draw[2], r));
+  put_draw(slot, dq, 3u, x + 3u * H, n, select(vec4f(), draw[3], r));
+}
+
+// d raw of gate g: to workgroup memory for the Rᵀ pass and out to dwx (element e).
+fn put_draw(slot: u32, dq: u32, g: u32, e: u32, n: u32, v: vec4f) {
+  d_wg[(slot * 4u + g) * DQ + dq] = v;
+  write_dwx(e, n, v);
+}
+
+@compute @workgroup_size(LANES * GROUPS)
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
+  head = wid.x;
+  tile = wid.y;
+  group = lid / LANES;
+  let lane = lid % LANES;
   let t_end = p.t0 + p.steps;
 
-  if (R_IN_WG) {
-    for (var e = lid; e < DH * DH; e += WG) {
-      let d_out = e / DH;
-      let d_in = e % DH;
-      r_wg[d_in * DH + d_out] = weights_global(h, d_out, d_in);
-    }
-  }
+  stage_r(lid); // visible after the first step's first barrier
   for (var k = 0u; k < K; k++) {
-    let d = lid + k * WG;
-    if (d < DH) {
-      dyr_wg[d] = carry[base + d];
-      dc_wg[d] = carry[plane + base + d];
-      if (!LSTM) {
-        dn_wg[d] = carry[2u * plane + base + d];
-        var mu = carry[3u * plane + base + d];
-        if (t_end == p.seq) { // the gradient on the final m becomes μ
-          let j = h * DH + d;
-          mu -= state_before(1u, t_end, b, j) * dc_wg[d] + state_before(2u, t_end, b, j) * dn_wg[d];
+    let dq = lane + k * LANES;
+    for (var q = 0u; q < NB; q++) {
+      let slot = group * NB + q;
+      let b = tile * SLOTS + slot;
+      if (dq < DQ && b < p.batch) {
+        let w = slot * DQ + dq;
+        d_wg[dyr_at(slot, dq)] = read_carry(0u, b, dq);
+        dc_wg[w] = read_carry(1u, b, dq);
+        if (!LSTM) {
+          dn_wg[w] = read_carry(2u, b, dq);
+          var mu = read_carry(3u, b, dq);
+          if (t_end == p.seq) { // the gradient on the final m becomes μ
+            mu -= state_before(1u, t_end, b, dq) * dc_wg[w] + state_before(2u, t_end, b, dq) * dn_wg[w];
+          }
+          mu_wg[w] = mu;
         }
-        mu_wg[d] = mu;
       }
     }
   }
@@ -150,152 +261,98 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
   for (var s = 0u; s < p.steps; s++) {
     let t = t_end - 1u - s;
     for (var k = 0u; k < K; k++) {
-      let d = lid + k * WG;
-      if (d < DH) {
-        y_wg[d] = state_before(0u, t, b, h * DH + d);
+      let dq = lane + k * LANES;
+      for (var q = 0u; q < NB; q++) {
+        let slot = group * NB + q;
+        let b = tile * SLOTS + slot;
+        if (dq < DQ && b < p.batch) {
+          cell_backward(slot, b, dq, t);
+        }
       }
     }
-    workgroupBarrier(); // y_{t-1} (and staged R) visible; the previous step's reads of d_wg done
+    workgroupBarrier(); // d raw (and staged R) visible
 
-    let wx_row = (b * p.seq + t) * 4u * H + h * DH;
-    for (var k = 0u; k < K; k++) {
-      let d = lid + k * WG;
-      if (d < DH) {
-        // raw gates = Wx_t + R_h · y_{t-1} + b, in the forward's order
-        var raw = vec4f(0.0);
-        for (var j = 0u; j < DH; j++) {
-          raw += y_wg[j] * weights(h, d, j);
-        }
-        let x = wx_row + d;
-        let bh = h * DH + d;
-        raw += vec4f(wx[x], wx[x + H], wx[x + 2u * H], wx[x + 3u * H]);
-        raw += vec4f(bias[bh], bias[bh + H], bias[bh + 2u * H], bias[bh + 3u * H]);
-
-        let c_prev = state_before(1u, t, b, bh);
-        let dy_t = dy[(b * p.seq + t) * H + bh] + dyr_wg[d];
-        let z = tanh_safe(raw.z);
-        let o = sigmoid(raw.w);
-        var dc = dc_wg[d];
-        var f_g: f32;
-        var draw: vec4f;
-        if (LSTM) {
-          let i_g = sigmoid(raw.x);
-          f_g = sigmoid(raw.y);
-          let tc = tanh_safe(f_g * c_prev + i_g * z);
-          dc += dy_t * o * (1.0 - tc * tc);
-          draw = vec4f(dc * z * i_g * (1.0 - i_g), dc * c_prev * f_g * (1.0 - f_g), dc * i_g * (1.0 - z * z),
-            dy_t * tc * o * (1.0 - o));
-        } else {
-          let n_prev = state_before(2u, t, b, bh);
-          let lfm = state_before(3u, t, b, bh) + log_sigmoid(raw.y);
-          let zero_n = n_prev == 0.0;
-          let m_new = select(max(raw.x, lfm), raw.x, zero_n);
-          let i_g = min(exp(raw.x - m_new), 1.0);
-          f_g = min(exp(lfm - m_new), 1.0);
-          let c_new = f_g * c_prev + i_g * z;
-          let n_new = f_g * n_prev + i_g;
-          let y_over_o = c_new / n_new;
-          var dn = dn_wg[d];
-          dc += dy_t * o / n_new;
-          dn -= dy_t * o * y_over_o / n_new;
-          let gf = dc * c_prev + dn * n_prev;
-          var di = i_g * (z * dc + dn);
-          var dl = f_g * gf;
-          let lfm_wins = lfm > raw.x;
-          if (zero_n && lfm_wins) { // f clamped to 1: constant, so its share goes to ĩ through m = ĩ
-            di += dl;
-            dl = 0.0;
-          }
-          let mu = mu_wg[d];
-          if (!zero_n && lfm_wins) {
-            dl += mu;
-          } else {
-            di += mu;
-          }
-          mu_wg[d] = dl - f_g * gf;
-          dn_wg[d] = f_g * dn;
-          draw = vec4f(di, dl * sigmoid(-raw.y), dc * i_g * (1.0 - z * z), dy_t * y_over_o * o * (1.0 - o));
-        }
-        dc_wg[d] = f_g * dc;
-        d_wg[d] = draw;
-        dwx[x] = draw.x;
-        dwx[x + H] = draw.y;
-        dwx[x + 2u * H] = draw.z;
-        dwx[x + 3u * H] = draw.w;
+    // dy_rec, 16 columns of one sequence group per invocation: per quad dq it loads 16 blocks of R and NB·4
+    // vectors of d raw for 256·NB FMAs, twice the FMAs per load of one column quad per invocation (the Rᵀ product
+    // sums over 4·DH, so d raw is 4× the data y_{t-1} is in the forward). Only the first GROUPS·DQ4 invocations
+    // take part (the op checks that DQ4 ≤ LANES): on lavapipe the others' SIMD batches skip it.
+    let rt_lane = lid < GROUPS * DQ4;
+    let jg = lid % DQ4;
+    let s0 = (lid / DQ4) * NB; // the group's first slot
+    // One accumulator per slot, unrolled by hand as in the forward.
+    var a0 = mat4x4f();
+    var a1 = mat4x4f();
+    var a2 = mat4x4f();
+    var a3 = mat4x4f();
+    var a4 = mat4x4f();
+    var a5 = mat4x4f();
+    var a6 = mat4x4f();
+    var a7 = mat4x4f();
+    if (rt_lane) {
+      for (var dq = 0u; dq < DQ; dq++) {
+        let w0 = block(16u * jg, dq);
+        let w1 = block(16u * jg + 4u, dq);
+        let w2 = block(16u * jg + 8u, dq);
+        let w3 = block(16u * jg + 12u, dq);
+        a0 = tmac(a0, w0, w1, w2, w3, s0, dq);
+        if (NB > 1u) { a1 = tmac(a1, w0, w1, w2, w3, s0 + 1u, dq); }
+        if (NB > 2u) { a2 = tmac(a2, w0, w1, w2, w3, s0 + 2u, dq); }
+        if (NB > 3u) { a3 = tmac(a3, w0, w1, w2, w3, s0 + 3u, dq); }
+        if (NB > 4u) { a4 = tmac(a4, w0, w1, w2, w3, s0 + 4u, dq); }
+        if (NB > 5u) { a5 = tmac(a5, w0, w1, w2, w3, s0 + 5u, dq); }
+        if (NB > 6u) { a6 = tmac(a6, w0, w1, w2, w3, s0 + 6u, dq); }
+        if (NB > 7u) { a7 = tmac(a7, w0, w1, w2, w3, s0 + 7u, dq); }
       }
     }
-    workgroupBarrier(); // d raw visible; every read of y_wg done
-
-    // dy_rec[j] = Σ_{g, d_out} R[g·DH + d_out, j] · d raw[g, d_out]
-    for (var k = 0u; k < K; k++) {
-      let j = lid + k * WG;
-      if (j < DH) {
-        var acc = 0.0;
-        for (var d = 0u; d < DH; d++) {
-          acc += dot(weights(h, d, j), d_wg[d]);
-        }
-        dyr_wg[j] = acc;
-      }
+    workgroupBarrier(); // every read of d raw done: dy_rec takes over its gate-i plane
+    if (rt_lane) {
+      put_dyr(s0, jg, a0);
+      if (NB > 1u) { put_dyr(s0 + 1u, jg, a1); }
+      if (NB > 2u) { put_dyr(s0 + 2u, jg, a2); }
+      if (NB > 3u) { put_dyr(s0 + 3u, jg, a3); }
+      if (NB > 4u) { put_dyr(s0 + 4u, jg, a4); }
+      if (NB > 5u) { put_dyr(s0 + 5u, jg, a5); }
+      if (NB > 6u) { put_dyr(s0 + 6u, jg, a6); }
+      if (NB > 7u) { put_dyr(s0 + 7u, jg, a7); }
     }
+    workgroupBarrier(); // dy_rec visible to the next step's pointwise part
   }
 
   for (var k = 0u; k < K; k++) {
-    let d = lid + k * WG;
-    if (d < DH) {
-      carry[base + d] = dyr_wg[d];
-      carry[plane + base + d] = dc_wg[d];
-      if (!LSTM) {
-        carry[2u * plane + base + d] = dn_wg[d];
-        var mu = mu_wg[d];
-        if (p.t0 == 0u) { // μ becomes the gradient on the initial m
-          let j = h * DH + d;
-          mu += state_before(1u, 0u, b, j) * dc_wg[d] + state_before(2u, 0u, b, j) * dn_wg[d];
+    let dq = lane + k * LANES;
+    for (var q = 0u; q < NB; q++) {
+      let slot = group * NB + q;
+      let b = tile * SLOTS + slot;
+      if (dq < DQ && b < p.batch) {
+        let w = slot * DQ + dq;
+        write_carry(0u, b, dq, d_wg[dyr_at(slot, dq)]);
+        write_carry(1u, b, dq, dc_wg[w]);
+        if (!LSTM) {
+          write_carry(2u, b, dq, dn_wg[w]);
+          var mu = mu_wg[w];
+          if (p.t0 == 0u) { // μ becomes the gradient on the initial m
+            mu += state_before(1u, 0u, b, dq) * dc_wg[w] + state_before(2u, 0u, b, dq) * dn_wg[w];
+          }
+          write_carry(3u, b, dq, mu);
         }
-        carry[3u * plane + base + d] = mu;
       }
     }
   }
 }
 
-// y_{t-1}[j] for (b, t) row `row` = b·S + t.
-fn y_before(row: u32, j: u32) -> f32 {
-  if (row % p.seq != 0u) {
-    return g_y[(row - 1u) * p.hidden + j];
-  }
-  if (p.has_state == 0u) {
-    return 0.0;
-  }
-  return g_state0[(row / p.seq) * p.hidden + j];
-}
-
-// Invocation (chunk, h, d_out, d_in) sums d raw[g, h, d_out] · y_{t-1}[h, d_in] over its chunk's rows, all 4 gates.
-@compute @workgroup_size(WG)
-fn weight_grad(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = gid.x + gid.y * nwg.x * WG;
-  let H = p.hidden;
-  let per_chunk = H * DH; // NH · DH · DH
-  let rows = p.batch * p.seq;
-  let chunks = (rows + p.chunk_rows - 1u) / p.chunk_rows;
-  if (i >= chunks * per_chunk) {
+// y_prev[b, t] = y[b, t − 1], or the initial y (zeros without one) at t = 0: one invocation per element.
+@compute @workgroup_size(64)
+fn shift(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = gid.x + gid.y * nwg.x * 64u;
+  if (i >= p.batch * p.seq * p.hidden) {
     return;
   }
-  let chunk = i / per_chunk;
-  let e = i % per_chunk;
-  let d_in = e % DH;
-  let hd = e / DH; // h · DH + d_out
-  let h = hd / DH;
-  let d_out = hd % DH;
-  let r0 = chunk * p.chunk_rows;
-  let r1 = min(r0 + p.chunk_rows, rows);
-  var acc = vec4f(0.0);
-  for (var row = r0; row < r1; row++) {
-    let at = row * 4u * H + hd;
-    acc += vec4f(g_draw[at], g_draw[at + H], g_draw[at + 2u * H], g_draw[at + 3u * H]) * y_before(row, h * DH + d_in);
+  let row = i / p.hidden;
+  if (row % p.seq != 0u) {
+    sh_out[i] = sh_y[i - p.hidden];
+  } else if (p.has_state != 0u) {
+    sh_out[i] = sh_state0[(row / p.seq) * p.hidden + i % p.hidden];
+  } else {
+    sh_out[i] = 0.0;
   }
-  let out = ((chunk * H / DH + h) * 4u * DH + d_out) * DH + d_in;
-  let gate = DH * DH;
-  partial[out] = acc.x;
-  partial[out + gate] = acc.y;
-  partial[out + 2u * gate] = acc.z;
-  partial[out + 3u * gate] = acc.w;
 }

@@ -1,16 +1,19 @@
-// Fused sLSTM / LSTM recurrence with block-diagonal (per-head) recurrent weights, forward pass.
-// One workgroup per (head, batch) runs `p.steps` time steps from `p.t0`; the op splits the sequence over dispatches
-// (lavapipe's loop limit) and the state buffer carries (y, c, n, m) from one dispatch to the next.
-// Each thread owns the output dims d = lid + k·WG (k < K). y_{t-1} of the head lives in workgroup memory,
-// double-buffered by step parity, so one barrier per step separates "everyone read y_{t-1}" from the next writes.
+// Fused sLSTM / LSTM recurrence with block-diagonal (per-head) recurrent weights, forward pass. The op prepends
+// slstm_recurrent_common.wgsl (tiling, R, quad I/O, cell math: read its header first).
+//
+// One workgroup per (head, tile of SLOTS sequences) runs `p.steps` time steps from `p.t0`; the op splits the sequence
+// over dispatches (lavapipe's loop limit) and the state buffer carries (y, c, n, m) between them. Per step and quad
+// an invocation accumulates the raw gates of its NB sequences in one pass over y_{t-1}, then runs their pointwise
+// step. y_{t-1} of every slot lives in workgroup memory, double-buffered by step parity, so one barrier per step
+// separates "everyone read y_{t-1}" from the next writes.
 //
 // Layouts (H = NH·DH, G = 4 gates i, f, z, o):
-//   wx     [B, S, 4H]   gate-major: g·H + h·DH + d
-//   r      [NH, 4DH, DH] vanilla layout: row g·DH + d_out, column d_in
-//   bias   [4H]         gate-major
-//   state  [NS, B, H]   (y, c, n, m) for sLSTM, (y, c) for LSTM; read at the start, written at the end
-//   y      [B, S, H]    head-major within H
-//   saved  [NS-1, B, S, H] per-step (c, n, m) / (c) when p.save != 0 (for a backward pass)
+//   wx     [B, S, 4H]    gate-major: g·H + h·DH + d
+//   bias   [4H]          gate-major
+//   state  [NS, B, H]    (y, c, n, m) for sLSTM, (y, c) for LSTM; read at the start, written at the end
+//   y      [B, S, H]     head-major within H
+//   saved  [NS + 3, B, S, H] per step: the states beyond y (c, n, m / c), then the raw gates i, f, z, o
+//                        (= wx + R·y_{t-1} + b), when p.save != 0 (for the backward pass)
 
 struct Params {
   batch: u32, // B
@@ -18,85 +21,171 @@ struct Params {
   hidden: u32, // H
   t0: u32, // first step of this dispatch
   steps: u32, // steps in this dispatch
-  save: u32, // 1: write per-step states to `saved`
+  save: u32, // 1: write per-step states and raw gates to `saved`
 }
-
-override DH: u32; // head dim
-override WG: u32; // threads per workgroup (≤ DH)
-override LSTM: bool = false; // plain LSTM pointwise (2 states) instead of sLSTM (4 states)
-override R_WG_LEN: u32 = 1u; // DH·DH when the head's R block is staged in workgroup memory, else 1
-override R_IN_WG: bool = R_WG_LEN > 1u;
-override K: u32 = (DH + WG - 1u) / WG; // dims per thread
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> wx: array<f32>;
-@group(0) @binding(2) var<storage, read> r: array<f32>;
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
+// binding 1: R (r_src, in the common part)
+@group(0) @binding(2) var<storage, read> wx: array<vec4f>;
+@group(0) @binding(3) var<storage, read> bias: array<vec4f>;
 @group(0) @binding(4) var<storage, read_write> state: array<f32>;
-@group(0) @binding(5) var<storage, read_write> y: array<f32>;
-@group(0) @binding(6) var<storage, read_write> saved: array<f32>;
+@group(0) @binding(5) var<storage, read_write> y: array<vec4f>;
+@group(0) @binding(6) var<storage, read_write> saved: array<vec4f>;
 
-var<workgroup> y_wg: array<f32, 2u * DH>; // y_{t-1} at parity t & 1
-var<workgroup> c_wg: array<f32, DH>; // c, n, m are only touched by their owning thread: no barriers needed
-var<workgroup> n_wg: array<f32, DH>;
-var<workgroup> m_wg: array<f32, DH>;
-// R staged as [d_in][d_out] of vec4 (gates i, f, z, o): one 16-byte load per step of the R·y loop, and neighbouring
-// threads (d_out) read neighbouring elements.
-var<workgroup> r_wg: array<vec4f, R_WG_LEN>;
+var<workgroup> y_wg: array<vec4f, 2u * SLOTS * DQ>; // y_{t-1} at parity t & 1, [slot][quad]
+// c, n, m [slot][quad] are only touched by their owning invocation: no barriers needed.
+var<workgroup> c_wg: array<vec4f, SLOTS * DQ>;
+var<workgroup> n_wg: array<vec4f, SLOTS * DQ>;
+var<workgroup> m_wg: array<vec4f, SLOTS * DQ>;
 
-// Weights of y_{t-1}[d_in] in the four gate rows g·DH + d_out of head h, from global memory.
-fn weights_global(h: u32, d_out: u32, d_in: u32) -> vec4f {
-  let at = (h * 4u * DH + d_out) * DH + d_in;
-  let gate = DH * DH; // distance between gate blocks of rows
-  return vec4f(r[at], r[at + gate], r[at + 2u * gate], r[at + 3u * gate]);
+// Raw gates (columns i, f, z, o of 4 dims) += R block · y_{t-1}[j .. j+3].
+fn mac(acc: mat4x4f, w: Block, yq: vec4f) -> mat4x4f {
+  return acc + mat4x4f(w.i * yq, w.f * yq, w.z * yq, w.o * yq);
 }
 
-// The same weights from wherever this pipeline variant keeps them.
-fn weights(h: u32, d_out: u32, d_in: u32) -> vec4f {
-  if (R_IN_WG) {
-    return r_wg[d_in * DH + d_out];
+fn read_wx(e: u32, n: u32) -> vec4f {
+  if (ALIGNED) {
+    return wx[e / 4u];
   }
-  return weights_global(h, d_out, d_in);
+  let i = elements(e, n);
+  let v = vec4f(wx[i.x / 4u][i.x % 4u], wx[i.y / 4u][i.y % 4u], wx[i.z / 4u][i.z % 4u], wx[i.w / 4u][i.w % 4u]);
+  return select(vec4f(), v, real(n));
 }
 
-fn sigmoid(x: f32) -> f32 {
-  return 1.0 / (1.0 + exp(-x));
+fn read_bias(e: u32, n: u32) -> vec4f {
+  if (ALIGNED) {
+    return bias[e / 4u];
+  }
+  let i = elements(e, n);
+  let v = vec4f(bias[i.x / 4u][i.x % 4u], bias[i.y / 4u][i.y % 4u], bias[i.z / 4u][i.z % 4u], bias[i.w / 4u][i.w % 4u]);
+  return select(vec4f(), v, real(n));
 }
 
-// log σ(x) = min(x, 0) − log(1 + e^{−|x|}), finite for every x.
-fn log_sigmoid(x: f32) -> f32 {
-  return min(x, 0.0) - log(1.0 + exp(-abs(x)));
+fn write_y(e: u32, n: u32, v: vec4f) {
+  if (ALIGNED) {
+    y[e / 4u] = v;
+    return;
+  }
+  let i = e + vec4u(0u, 1u, 2u, 3u);
+  y[i.x / 4u][i.x % 4u] = v.x;
+  if (n > 1u) { y[i.y / 4u][i.y % 4u] = v.y; }
+  if (n > 2u) { y[i.z / 4u][i.z % 4u] = v.z; }
+  if (n > 3u) { y[i.w / 4u][i.w % 4u] = v.w; }
 }
 
-// tanh saturates to ±1 in f32 beyond |x| = 10; the clamp keeps drivers that expand tanh through exp(2x) finite.
-fn tanh_safe(x: f32) -> f32 {
-  return tanh(clamp(x, -10.0, 10.0));
+fn write_saved(e: u32, n: u32, v: vec4f) {
+  if (ALIGNED) {
+    saved[e / 4u] = v;
+    return;
+  }
+  let i = e + vec4u(0u, 1u, 2u, 3u);
+  saved[i.x / 4u][i.x % 4u] = v.x;
+  if (n > 1u) { saved[i.y / 4u][i.y % 4u] = v.y; }
+  if (n > 2u) { saved[i.z / 4u][i.z % 4u] = v.z; }
+  if (n > 3u) { saved[i.w / 4u][i.w % 4u] = v.w; }
 }
 
-@compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
-  let h = wid.x;
-  let b = wid.y;
+// Component s of the state (0 y, 1 c, 2 n, 3 m) of sequence b at quad dq: once per dispatch, as scalars; zero
+// for the tail of the last tile.
+fn read_state(s: u32, b: u32, dq: u32) -> vec4f {
+  if (b >= p.batch) {
+    return vec4f();
+  }
+  let n = quad_len(dq);
+  let i = elements((s * p.batch + b) * p.hidden + head * DH + 4u * dq, n);
+  return select(vec4f(), vec4f(state[i.x], state[i.y], state[i.z], state[i.w]), real(n));
+}
+
+fn write_state(s: u32, b: u32, dq: u32, v: vec4f) {
+  if (b >= p.batch) {
+    return;
+  }
+  let n = quad_len(dq);
+  let i = (s * p.batch + b) * p.hidden + head * DH + 4u * dq;
+  state[i] = v.x;
+  if (n > 1u) { state[i + 1u] = v.y; }
+  if (n > 2u) { state[i + 2u] = v.z; }
+  if (n > 3u) { state[i + 3u] = v.w; }
+}
+
+// The pointwise step of slot q (of this invocation) at quad dq: raw gates = acc (R·y_{t-1}) + wx_t + bq (the bias),
+// new states, y_t into y_wg[next + ..] and the outputs.
+fn cell(q: u32, dq: u32, t: u32, next: u32, acc: mat4x4f, bq: mat4x4f) {
+  let slot = group * NB + q;
+  let b = tile * SLOTS + slot;
+  if (b >= p.batch) { // the tail of the last tile
+    return;
+  }
   let H = p.hidden;
-  let plane = p.batch * H; // one state component [B, H]
-  let base = b * H + h * DH;
-
-  if (R_IN_WG) {
-    // Coalesced global reads: consecutive threads take consecutive d_in of one row d_out, all four gates.
-    for (var e = lid; e < DH * DH; e += WG) {
-      let d_out = e / DH;
-      let d_in = e % DH;
-      r_wg[d_in * DH + d_out] = weights_global(h, d_out, d_in);
-    }
+  let n = quad_len(dq);
+  let j = head * DH + 4u * dq; // the quad's first element within H
+  let row = b * p.seq + t;
+  let x = row * 4u * H + j;
+  let raw = acc + mat4x4f(read_wx(x, n), read_wx(x + H, n), read_wx(x + 2u * H, n), read_wx(x + 3u * H, n)) + bq;
+  let w = slot * DQ + dq;
+  let c_prev = c_wg[w];
+  var c_new: vec4f;
+  var y_new: vec4f;
+  if (LSTM) {
+    c_new = sigmoid(raw[1]) * c_prev + sigmoid(raw[0]) * tanh_safe(raw[2]);
+    y_new = sigmoid(raw[3]) * tanh_safe(c_new);
+  } else {
+    let n_prev = n_wg[w];
+    let lfm = m_wg[w] + log_sigmoid(raw[1]);
+    // The "n == 0 → m = ĩ" test is per element (as the CUDA kernel does). The vanilla reference tests the
+    // whole (B, H) state at once; both agree from a zero state or one with every n > 0 (spec A5.1, G4).
+    let m_new = select(max(raw[0], lfm), raw[0], n_prev == vec4f());
+    let i_g = min(exp(raw[0] - m_new), vec4f(1.0));
+    let f_g = min(exp(lfm - m_new), vec4f(1.0));
+    c_new = f_g * c_prev + i_g * tanh_safe(raw[2]);
+    let n_new = f_g * n_prev + i_g;
+    y_new = sigmoid(raw[3]) * c_new / n_new;
+    n_wg[w] = n_new;
+    m_wg[w] = m_new;
   }
+  c_wg[w] = c_new;
+  // Padding dims stay exactly zero: they meet R's zero columns in the next step.
+  y_new = select(vec4f(), y_new, real(n));
+  y_wg[next + w] = y_new;
+  let out = row * H + j;
+  write_y(out, n, y_new);
+  if (p.save != 0u) {
+    let plane = p.batch * p.seq * H;
+    write_saved(out, n, c_new);
+    if (!LSTM) {
+      write_saved(plane + out, n, n_wg[w]);
+      write_saved(2u * plane + out, n, m_wg[w]);
+    }
+    let gates = saved_states() * plane + out;
+    write_saved(gates, n, raw[0]);
+    write_saved(gates + plane, n, raw[1]);
+    write_saved(gates + 2u * plane, n, raw[2]);
+    write_saved(gates + 3u * plane, n, raw[3]);
+  }
+}
+
+@compute @workgroup_size(LANES * GROUPS)
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
+  head = wid.x;
+  tile = wid.y;
+  group = lid / LANES;
+  let lane = lid % LANES;
+
+  stage_r(lid);
+  let first = (p.t0 & 1u) * SLOTS * DQ;
   for (var k = 0u; k < K; k++) {
-    let d = lid + k * WG;
-    if (d < DH) {
-      y_wg[(p.t0 & 1u) * DH + d] = state[base + d];
-      c_wg[d] = state[plane + base + d];
-      if (!LSTM) {
-        n_wg[d] = state[2u * plane + base + d];
-        m_wg[d] = state[3u * plane + base + d];
+    let dq = lane + k * LANES;
+    if (dq < DQ) {
+      for (var q = 0u; q < NB; q++) {
+        let slot = group * NB + q;
+        let b = tile * SLOTS + slot;
+        let w = slot * DQ + dq;
+        y_wg[first + w] = read_state(0u, b, dq);
+        c_wg[w] = read_state(1u, b, dq);
+        if (!LSTM) {
+          n_wg[w] = read_state(2u, b, dq);
+          m_wg[w] = read_state(3u, b, dq);
+        }
       }
     }
   }
@@ -104,67 +193,71 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
 
   for (var s = 0u; s < p.steps; s++) {
     let t = p.t0 + s;
-    let prev = (t & 1u) * DH;
-    let next = DH - prev;
-    let wx_row = (b * p.seq + t) * 4u * H + h * DH;
+    let prev = (t & 1u) * SLOTS * DQ;
+    let next = SLOTS * DQ - prev;
+    let ys = prev + group * NB * DQ; // y_{t-1} of the invocation's first slot
     for (var k = 0u; k < K; k++) {
-      let d = lid + k * WG;
-      if (d < DH) {
-        // raw gates = Wx_t + R_h · y_{t-1} + b
-        var raw = vec4f(0.0);
-        for (var j = 0u; j < DH; j++) {
-          raw += y_wg[prev + j] * weights(h, d, j);
+      let dq = lane + k * LANES;
+      if (dq < DQ) {
+        // One accumulator per slot, unrolled by hand: an array indexed in a loop lands in scratch memory on
+        // lavapipe (measured 3× slower). NB is an override constant, so the unused slots compile away.
+        var a0 = mat4x4f();
+        var a1 = mat4x4f();
+        var a2 = mat4x4f();
+        var a3 = mat4x4f();
+        var a4 = mat4x4f();
+        var a5 = mat4x4f();
+        var a6 = mat4x4f();
+        var a7 = mat4x4f();
+        for (var jq = 0u; jq < DQ; jq++) {
+          let w = block(4u * jq, dq);
+          a0 = mac(a0, w, y_wg[ys + jq]);
+          if (NB > 1u) { a1 = mac(a1, w, y_wg[ys + DQ + jq]); }
+          if (NB > 2u) { a2 = mac(a2, w, y_wg[ys + 2u * DQ + jq]); }
+          if (NB > 3u) { a3 = mac(a3, w, y_wg[ys + 3u * DQ + jq]); }
+          if (NB > 4u) { a4 = mac(a4, w, y_wg[ys + 4u * DQ + jq]); }
+          if (NB > 5u) { a5 = mac(a5, w, y_wg[ys + 5u * DQ + jq]); }
+          if (NB > 6u) { a6 = mac(a6, w, y_wg[ys + 6u * DQ + jq]); }
+          if (NB > 7u) { a7 = mac(a7, w, y_wg[ys + 7u * DQ + jq]); }
         }
-        let x = wx_row + d;
-        let bh = h * DH + d;
-        raw += vec4f(wx[x], wx[x + H], wx[x + 2u * H], wx[x + 3u * H]);
-        raw += vec4f(bias[bh], bias[bh + H], bias[bh + 2u * H], bias[bh + 3u * H]);
-        let c_prev = c_wg[d];
-        var c_new: f32;
-        var y_new: f32;
-        if (LSTM) {
-          c_new = sigmoid(raw.y) * c_prev + sigmoid(raw.x) * tanh_safe(raw.z);
-          y_new = sigmoid(raw.w) * tanh_safe(c_new);
-        } else {
-          let n_prev = n_wg[d];
-          let lfm = m_wg[d] + log_sigmoid(raw.y);
-          // The "n == 0 → m = ĩ" test is per element (as the CUDA kernel does). The vanilla reference tests the
-          // whole (B, H) state at once; both agree from a zero state or one with every n > 0 (spec A5.1, G4).
-          let m_new = select(max(raw.x, lfm), raw.x, n_prev == 0.0);
-          let i_g = min(exp(raw.x - m_new), 1.0);
-          let f_g = min(exp(lfm - m_new), 1.0);
-          c_new = f_g * c_prev + i_g * tanh_safe(raw.z);
-          let n_new = f_g * n_prev + i_g;
-          y_new = sigmoid(raw.w) * c_new / n_new;
-          n_wg[d] = n_new;
-          m_wg[d] = m_new;
-        }
-        c_wg[d] = c_new;
-        y_wg[next + d] = y_new;
-        let out = (b * p.seq + t) * H + h * DH + d;
-        y[out] = y_new;
-        if (p.save != 0u) {
-          let seq_plane = p.batch * p.seq * H;
-          saved[out] = c_new;
-          if (!LSTM) {
-            saved[seq_plane + out] = n_wg[d];
-            saved[2u * seq_plane + out] = m_wg[d];
+        // One copy of the pointwise code (eight inlined copies take seconds more to compile on lavapipe).
+        let j = head * DH + 4u * dq;
+        let n = quad_len(dq);
+        let H = p.hidden;
+        let bq = mat4x4f(read_bias(j, n), read_bias(j + H, n), read_bias(j + 2u * H, n), read_bias(j + 3u * H, n));
+        for (var q = 0u; q < NB; q++) {
+          var acc: mat4x4f;
+          switch (q) {
+            case 0u: { acc = a0; }
+            case 1u: { acc = a1; }
+            case 2u: { acc = a2; }
+            case 3u: { acc = a3; }
+            case 4u: { acc = a4; }
+            case 5u: { acc = a5; }
+            case 6u: { acc = a6; }
+            default: { acc = a7; }
           }
+          cell(q, dq, t, next, acc, bq);
         }
       }
     }
     workgroupBarrier();
   }
 
-  let last = ((p.t0 + p.steps) & 1u) * DH;
+  let last = ((p.t0 + p.steps) & 1u) * SLOTS * DQ;
   for (var k = 0u; k < K; k++) {
-    let d = lid + k * WG;
-    if (d < DH) {
-      state[base + d] = y_wg[last + d];
-      state[plane + base + d] = c_wg[d];
-      if (!LSTM) {
-        state[2u * plane + base + d] = n_wg[d];
-        state[3u * plane + base + d] = m_wg[d];
+    let dq = lane + k * LANES;
+    if (dq < DQ) {
+      for (var q = 0u; q < NB; q++) {
+        let slot = group * NB + q;
+        let b = tile * SLOTS + slot;
+        let w = slot * DQ + dq;
+        write_state(0u, b, dq, y_wg[last + w]);
+        write_state(1u, b, dq, c_wg[w]);
+        if (!LSTM) {
+          write_state(2u, b, dq, n_wg[w]);
+          write_state(3u, b, dq, m_wg[w]);
+        }
       }
     }
   }

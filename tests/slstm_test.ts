@@ -1,10 +1,13 @@
 import assert from "node:assert/strict";
 import {
   planSlstm,
+  type SlstmCommonOptions,
   type SlstmFunction,
   slstmNumStates,
+  type SlstmPlan,
   slstmRecurrentBackward,
   slstmRecurrentForward,
+  slstmSavedPlanes,
 } from "../src/ops/slstm.ts";
 import { readSafetensors } from "../src/safetensors.ts";
 import { Tensor } from "../src/tensor.ts";
@@ -21,6 +24,28 @@ interface Case {
   withState: boolean;
   memory?: "auto" | "global";
   maxStepsPerDispatch?: number;
+  /** Cap on the sequences one invocation advances at once (the kernels' tile NB). */
+  perInvocation?: number;
+}
+
+/** The op options of a case. */
+function opOptions(c: Case): SlstmCommonOptions {
+  return {
+    numHeads: c.numHeads,
+    fn: c.fn,
+    maxStepsPerDispatch: c.maxStepsPerDispatch,
+    recurrentKernelMemory: c.memory,
+    maxSequencesPerInvocation: c.perInvocation,
+  };
+}
+
+/** The plan a case runs under, for asserting which path a test exercises. */
+function planOf(gpu: Gpu, c: Case, pass: "forward" | "backward"): SlstmPlan {
+  return planSlstm(gpu, c.hidden / c.numHeads, c.batch, {
+    pass,
+    memory: c.memory,
+    maxSequencesPerInvocation: c.perInvocation,
+  });
 }
 
 /** A plausible caller state: sLSTM n > 0 except a few zeros (the per-element "n == 0" rule), any y, c, m. */
@@ -47,7 +72,7 @@ async function check(gpu: Gpu, rng: Rng, c: Case, label: string): Promise<Float3
     Tensor.fromHost(gpu, r.host),
     Tensor.fromHost(gpu, b.host),
     state,
-    { ...c, recurrentKernelMemory: c.memory, saveStates: true },
+    { ...opOptions(c), saveStates: true },
   );
   const outs = [got.y, got.state, got.saved!, ...(state ? [state] : [])];
   const [y, fin, saved, stateAfter] = (await Tensor.toHostAll(outs)).map((t) => t.data as Float32Array);
@@ -61,7 +86,7 @@ async function check(gpu: Gpu, rng: Rng, c: Case, label: string): Promise<Float3
 Deno.test("sLSTM forward matches the float64 reference (NH 1, 2, 4; zero and caller states)", async () => {
   const gpu = await testGpu();
   const rng = freshRng("slstm workgroup R");
-  assert.ok(planSlstm(gpu, 16).rInWorkgroup);
+  assert.ok(planSlstm(gpu, 16, 2).rInWorkgroup);
   await check(gpu, rng, { batch: 2, seq: 23, hidden: 32, numHeads: 2, fn: "slstm", withState: false }, "NH2");
   await check(gpu, rng, { batch: 2, seq: 17, hidden: 16, numHeads: 4, fn: "slstm", withState: true }, "state");
   await check(gpu, rng, { batch: 2, seq: 12, hidden: 64, numHeads: 1, fn: "slstm", withState: true }, "DH64");
@@ -78,10 +103,10 @@ Deno.test("sLSTM forward reads R from global memory when it does not fit or when
   const gpu = await testGpu();
   const rng = freshRng("slstm global R");
   const forced: Case = { batch: 2, seq: 21, hidden: 32, numHeads: 4, fn: "slstm", withState: true, memory: "global" };
-  assert.ok(!planSlstm(gpu, 8, "global").rInWorkgroup);
+  assert.ok(!planSlstm(gpu, 8, 2, { memory: "global" }).rInWorkgroup);
   await check(gpu, rng, forced, "forced global");
   // 4·48²·4 bytes = 36 KiB: beyond lavapipe's 32 KiB of workgroup memory (GPUs with more stage it instead).
-  if (gpu.limits.maxComputeWorkgroupStorageSize < 4 * 48 * 48 * 4) assert.ok(!planSlstm(gpu, 48).rInWorkgroup);
+  if (gpu.limits.maxComputeWorkgroupStorageSize < 4 * 48 * 48 * 4) assert.ok(!planSlstm(gpu, 48, 2).rInWorkgroup);
   await check(gpu, rng, { batch: 2, seq: 10, hidden: 48, numHeads: 1, fn: "slstm", withState: false }, "DH48");
 });
 
@@ -99,7 +124,7 @@ Deno.test("a sequence split over many dispatches equals one dispatch", async () 
     }
   }
   // A sequence longer than the loop-trip budget of one dispatch (lavapipe would cut the loop and return zeros).
-  const plan = planSlstm(gpu, 32);
+  const plan = planSlstm(gpu, 32, 1);
   const long: Case = {
     batch: 1,
     seq: plan.stepsPerDispatch + 30,
@@ -159,7 +184,6 @@ function backwardState(rng: Rng, c: Case): Float64Array {
 interface BackwardCase extends Case {
   /** Whether the loss also depends on the final state (a non-null dFinalState). */
   withFinalGrad: boolean;
-  rowsPerChunk?: number;
 }
 
 /** GPU backward vs the float64 reference on fresh inputs; returns the GPU gradients (dwx, dR, dbias, dState). */
@@ -179,7 +203,7 @@ async function checkBackward(gpu: Gpu, rng: Rng, c: BackwardCase, label: string)
     bias: Tensor.fromHost(gpu, b.host),
     state: s0 ? Tensor.fromHost(gpu, host([ns, c.batch, c.hidden], s0)) : null,
   };
-  const options = { ...c, recurrentKernelMemory: c.memory };
+  const options = opOptions(c);
   const fwd = slstmRecurrentForward(inputs.wx, inputs.recurrentKernel, inputs.bias, inputs.state, {
     ...options,
     saveStates: true,
@@ -189,7 +213,7 @@ async function checkBackward(gpu: Gpu, rng: Rng, c: BackwardCase, label: string)
     Tensor.fromHost(gpu, dy.host),
     dFinalT,
     { ...inputs, y: fwd.y, saved: fwd.saved! },
-    { ...options, rowsPerChunk: c.rowsPerChunk },
+    options,
   );
   const outs = [got.dwx, got.dRecurrentKernel, got.dBias, got.dState, ...(dFinalT ? [dFinalT] : [])];
   const host32 = (await Tensor.toHostAll(outs)).map((t) => t.data as Float32Array);
@@ -245,20 +269,20 @@ Deno.test("sLSTM / LSTM backward matches the float64 reference (zero and caller 
   const gpu = await testGpu();
   const rng = freshRng("slstm backward");
   const base = { batch: 2, seq: 13, withState: false, withFinalGrad: false, memory: "auto" as const };
-  assert.ok(planSlstm(gpu, 8, "auto", "backward").rInWorkgroup);
+  assert.ok(planSlstm(gpu, 8, 2, { pass: "backward" }).rInWorkgroup);
   await checkBackward(gpu, rng, { ...base, hidden: 32, numHeads: 4, fn: "slstm" }, "NH4");
   await checkBackward(gpu, rng, { ...base, hidden: 16, numHeads: 2, fn: "slstm", withState: true }, "state");
   await checkBackward(
     gpu,
     rng,
-    { ...base, hidden: 16, numHeads: 2, fn: "slstm", withState: true, withFinalGrad: true, rowsPerChunk: 5 },
-    "state + dFinalState + dR chunks",
+    { ...base, hidden: 16, numHeads: 2, fn: "slstm", withState: true, withFinalGrad: true },
+    "state + dFinalState",
   );
   await checkBackward(gpu, rng, { ...base, hidden: 16, numHeads: 4, fn: "lstm", withFinalGrad: true }, "lstm");
   await checkBackward(
     gpu,
     rng,
-    { ...base, hidden: 16, numHeads: 2, fn: "lstm", withState: true, withFinalGrad: true, rowsPerChunk: 3 },
+    { ...base, hidden: 16, numHeads: 2, fn: "lstm", withState: true, withFinalGrad: true },
     "lstm state",
   );
 });
@@ -268,7 +292,7 @@ Deno.test("sLSTM backward: R in global memory, and a split sequence equals one d
   const rng = freshRng("slstm backward chunks");
   // 4·64²·4 bytes = 64 KiB of R: global memory on lavapipe's 32 KiB (GPUs with more stage it instead).
   if (gpu.limits.maxComputeWorkgroupStorageSize < 4 * 64 * 64 * 4) {
-    assert.ok(!planSlstm(gpu, 64, "auto", "backward").rInWorkgroup);
+    assert.ok(!planSlstm(gpu, 64, 1, { pass: "backward" }).rInWorkgroup);
   }
   const wide: BackwardCase = {
     batch: 1,
@@ -299,7 +323,7 @@ Deno.test("sLSTM backward: R in global memory, and a split sequence equals one d
     }
   }
   // Longer than one dispatch's loop-trip budget (lavapipe would cut the loop and return garbage).
-  const plan = planSlstm(gpu, 16, "auto", "backward");
+  const plan = planSlstm(gpu, 16, 1, { pass: "backward" });
   const long: BackwardCase = {
     batch: 1,
     seq: plan.stepsPerDispatch + 20,
@@ -344,6 +368,59 @@ Deno.test("sLSTM backward reproduces the golden slstm_cell gradients", async () 
   assertClose(db, g["grad.param._bias_"].data as Float32Array, 1e-5, "golden grad bias");
 });
 
+Deno.test("tiles of sequences: tails, NB 1 to 8, sequence groups, both R placements, forward and backward", async () => {
+  const gpu = await testGpu();
+  const rng = freshRng("slstm tiles");
+  const base = { seq: 6, withState: true, withFinalGrad: true };
+  const cases: { c: BackwardCase; want: Partial<SlstmPlan> }[] = [
+    // DH 8: 2 quads per head, so sequence groups fill the workgroup; 5 sequences in a tile of 3 × 2 leave a tail.
+    {
+      c: { ...base, batch: 5, hidden: 16, numHeads: 2, fn: "slstm", perInvocation: 2 },
+      want: { lanes: 2, perInvocation: 2, groups: 3, rInWorkgroup: true },
+    },
+    {
+      c: { ...base, batch: 7, hidden: 32, numHeads: 1, fn: "lstm", perInvocation: 3, memory: "global" },
+      want: { lanes: 8, perInvocation: 3, groups: 3, rInWorkgroup: false },
+    },
+    {
+      c: { ...base, batch: 11, hidden: 32, numHeads: 2, fn: "slstm", perInvocation: 1, withState: false },
+      want: { perInvocation: 1, groups: 8 },
+    },
+    // The default tile of 8 sequences, 2 groups of them, R in global memory (64 KiB), 11 of 16 slots used.
+    { c: { ...base, batch: 11, hidden: 64, numHeads: 1, fn: "slstm" }, want: { lanes: 16, perInvocation: 8 } },
+    { c: { ...base, batch: 9, hidden: 16, numHeads: 1, fn: "lstm", perInvocation: 5 }, want: { perInvocation: 5 } },
+  ];
+  for (const { c, want } of cases) {
+    const label = `B${c.batch} H${c.hidden} NH${c.numHeads} ${c.fn} NB ≤ ${c.perInvocation ?? 8} ${c.memory ?? "auto"}`;
+    for (const pass of ["forward", "backward"] as const) {
+      const plan = planOf(gpu, c, pass);
+      for (const [key, value] of Object.entries(want)) {
+        assert.equal(plan[key as keyof SlstmPlan], value, `${label} ${pass}: plan.${key}`);
+      }
+      assert.ok(c.batch % plan.sequencesPerWorkgroup !== 0, `${label} ${pass}: no tail tile`);
+    }
+    await check(gpu, rng, c, label);
+    await checkBackward(gpu, rng, c, label);
+  }
+});
+
+Deno.test("head dims that are not a multiple of 4, and heads wider than one pass of invocations", async () => {
+  const gpu = await testGpu();
+  const rng = freshRng("slstm odd heads");
+  const cases: BackwardCase[] = [
+    { batch: 3, seq: 5, hidden: 12, numHeads: 2, fn: "slstm", withState: true, withFinalGrad: true, perInvocation: 2 },
+    { batch: 2, seq: 4, hidden: 10, numHeads: 1, fn: "lstm", withState: true, withFinalGrad: true, memory: "global" },
+    // 65 quads: 64 invocations take two passes, the second one quad wide, whose last two dims are padding.
+    { batch: 2, seq: 3, hidden: 258, numHeads: 1, fn: "slstm", withState: true, withFinalGrad: true },
+  ];
+  assert.equal(planOf(gpu, cases[2], "forward").passes, 2);
+  for (const c of cases) {
+    const label = `H${c.hidden} NH${c.numHeads} ${c.fn}`;
+    await check(gpu, rng, c, label);
+    await checkBackward(gpu, rng, c, label);
+  }
+});
+
 Deno.test("sLSTM forward names the tensor and both shapes on mismatch", async () => {
   const gpu = await testGpu();
   const wx = Tensor.zeros(gpu, [2, 3, 32]), r = Tensor.zeros(gpu, [2, 16, 4]), b = Tensor.zeros(gpu, [32]);
@@ -372,10 +449,10 @@ Deno.test("sLSTM forward names the tensor and both shapes on mismatch", async ()
   const saved = { wx, recurrentKernel: r, bias: b, state: null, y: Tensor.zeros(gpu, [2, 3, 8]) };
   const dy = Tensor.zeros(gpu, [2, 3, 8]);
   assert.throws(
-    () => slstmRecurrentBackward(dy, null, { ...saved, saved: Tensor.zeros(gpu, [3, 2, 8]) }, opts),
-    /slstmRecurrentBackward: saved: expected shape \[3, 2, 3, 8\], got \[3, 2, 8\]/,
+    () => slstmRecurrentBackward(dy, null, { ...saved, saved: Tensor.zeros(gpu, [3, 2, 3, 8]) }, opts),
+    /slstmRecurrentBackward: saved: expected shape \[7, 2, 3, 8\], got \[3, 2, 3, 8\]/,
   );
-  const full = { ...saved, saved: Tensor.zeros(gpu, [3, 2, 3, 8]) };
+  const full = { ...saved, saved: Tensor.zeros(gpu, [slstmSavedPlanes("slstm"), 2, 3, 8]) };
   assert.throws(
     () => slstmRecurrentBackward(Tensor.zeros(gpu, [2, 8]), null, full, opts),
     /slstmRecurrentBackward: dy: expected shape \[2, 3, 8\], got \[2, 8\]/,
@@ -388,5 +465,10 @@ Deno.test("sLSTM forward names the tensor and both shapes on mismatch", async ()
     () => slstmRecurrentBackward(dy, null, { ...full, y: Tensor.zeros(gpu, [2, 8]) }, opts),
     /slstmRecurrentBackward: y: expected shape \[2, 3, 8\], got \[2, 8\]/,
   );
+  assert.throws(
+    () => slstmRecurrentForward(wx, r, b, null, { ...opts, maxSequencesPerInvocation: 9 }),
+    /maxSequencesPerInvocation must be an integer in \[1, 8\], got 9/,
+  );
+  assert.throws(() => planSlstm(gpu, 1040, 1, { pass: "backward" }), /head dim 1040 is wider than 1024/);
   await closeTestGpu();
 });

@@ -13,7 +13,10 @@ export interface SlstmDims {
   fn: "slstm" | "lstm";
 }
 
-/** Reference outputs: y [B,S,H], final state [NS,B,H], and per-step states beyond y [NS-1,B,S,H]. */
+/**
+ * Reference outputs: y [B,S,H], final state [NS,B,H], and per step the states beyond y and the raw gates i, f, z, o
+ * [NS+3,B,S,H] (the kernel's `saved`).
+ */
 export interface SlstmReference {
   y: Float64Array;
   state: Float64Array;
@@ -39,7 +42,7 @@ export function slstmForwardRef(
   const ns = fn === "lstm" ? 2 : 4;
   const state = state0 ? Float64Array.from(state0) : new Float64Array(ns * B * H);
   const y = new Float64Array(B * S * H);
-  const saved = new Float64Array((ns - 1) * B * S * H);
+  const saved = new Float64Array((ns + 3) * B * S * H);
   const at = (s: number, b: number, j: number): number => (s * B + b) * H + j;
   const raw = new Float64Array(4);
   for (let t = 0; t < S; t++) {
@@ -73,6 +76,7 @@ export function slstmForwardRef(
           state[at(1, b, j)] = c;
           y[(b * S + t) * H + j] = yNew;
           for (let s = 1; s < ns; s++) saved[((s - 1) * B + b) * S * H + t * H + j] = state[at(s, b, j)];
+          for (let g = 0; g < 4; g++) saved[((ns - 1 + g) * B + b) * S * H + t * H + j] = raw[g];
         }
       }
       state.set(y.subarray((b * S + t) * H, (b * S + t + 1) * H), b * H);
