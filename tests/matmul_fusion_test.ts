@@ -2,35 +2,27 @@
  * gemm's inference fusions (`GemmFusion`) against float64 compositions of the separate ops' references: the RMSNorm
  * of A folded in, the SwiGLU of A, the soft cap of C, a second product sharing A, and a residual accumulated in
  * place; odd shapes (M not a multiple of 8, N not of 16, K not of 4), float16 weights, and the fallbacks when the
- * bindings force a split (K passes, two dispatches).
+ * bindings force a split (K passes, two dispatches). Every product checks which kernel ran: the GEMV kernel for
+ * M ≤ 8 and K ≥ 256, the register-blocked one otherwise.
  */
 
 import assert from "node:assert/strict";
 import type { Gpu } from "../src/gpu/runtime.ts";
-import { f16ToNumber, type HostTensor, numberToF16 } from "../src/host_tensor.ts";
-import { gemm, type GemmOptions } from "../src/ops/matmul.ts";
+import { gemm, type GemmOptions, gemvMinK } from "../src/ops/matmul.ts";
 import { matrix, type MatrixView, Tensor } from "../src/tensor.ts";
 import { gatedActivationRef, softCapRef } from "./cpu/activations.ts";
 import { linearRef } from "./cpu/matmul.ts";
 import { normRef } from "./cpu/norm.ts";
+import { type Dtype, dtypes, expectedKernel, kernelsOf, random } from "./matmul_util.ts";
 import { assertClose, closeTestGpu, freshRng, limited, randomTensor, type Rng, testGpu } from "./util.ts";
 
-type Dtype = "float32" | "float16";
+// Every adapter takes the GEMV paths a GPU takes, so CPU runs test them at small K too (the policy: matmul_test.ts).
+gemvMinK.software = gemvMinK.gpu;
 
-/** A random tensor on the GPU and its exact float64 values (float16 values rounded first). */
-function random(gpu: Gpu, rng: Rng, shape: number[], dtype: Dtype = "float32", std = 1) {
-  const { host, values } = randomTensor(rng, shape, std);
-  if (dtype === "float32") return { t: Tensor.fromHost(gpu, host), v: values };
-  const bits = Uint16Array.from(values, numberToF16);
-  const half: HostTensor = { dtype: "float16", shape, data: bits };
-  return { t: Tensor.fromHost(gpu, half, { dtype: "float16" }), v: Float64Array.from(bits, f16ToNumber) };
-}
-
-function dtypes(gpu: Gpu): Dtype[] {
-  return gpu.hasF16 ? ["float32", "float16"] : ["float32"];
-}
-
-/** Runs `gemm` into a fresh `[m, n]` C (starting from `init` when accumulating) and returns C and the dispatches. */
+/**
+ * Runs `gemm` into a fresh `[m, n]` C (starting from `init` when accumulating) and returns C and the dispatches,
+ * after checking that every product ran on the kernel meant for m rows.
+ */
 async function run(
   gpu: Gpu,
   a: MatrixView,
@@ -44,11 +36,19 @@ async function run(
   const c = init
     ? Tensor.fromHost(gpu, { dtype: "float32", shape: [m, n], data: Float32Array.from(init) })
     : Tensor.empty(gpu, [m, n]);
-  const call = () => gemm(a, b, matrix(c), { transposeB: true, ...options });
+  let kernels: string[] = [];
+  const call = async () => {
+    kernels = await kernelsOf(gpu, () => gemm(a, b, matrix(c), { transposeB: true, ...options }));
+  };
   const before = gpu.dispatchCount;
   const dispatches = maxBinding
-    ? await limited(gpu, maxBinding, null, () => Promise.resolve(call()))
-    : (call(), gpu.dispatchCount - before);
+    ? await limited(gpu, maxBinding, null, call)
+    : (await call(), gpu.dispatchCount - before);
+  const products = kernels.filter((k) => k.startsWith("matmul"));
+  assert.ok(products.length > 0, `no product among ${kernels}`);
+  const k = options.transposeB === false ? b.rows : b.cols;
+  const want = expectedKernel(m, k, b.tensor.dtype as Dtype);
+  for (const kernel of products) assert.equal(kernel, want, `M = ${m}, K = ${k}`);
   const out = (await c.toHost()).data as Float32Array;
   c.dispose();
   return { c: out, dispatches };
@@ -156,6 +156,99 @@ Deno.test("gemm second: two projections of one normed input in one dispatch, or 
         assertClose(split.c, want, 1e-5, `${dtype} [${m}, ${n1}+${n2}, ${k}] split`);
       }
       for (const t of [x.t, w1.t, w2.t, b1.t, b2.t, nw.t]) t.dispose();
+    }
+  }
+});
+
+/** The float64 reference of the xLSTM Large decode products the fusions serve, on random inputs. */
+interface ModelProduct {
+  name: string;
+  a: MatrixView;
+  b: MatrixView;
+  n: number;
+  options: GemmOptions;
+  init?: Float64Array;
+  want: Float64Array;
+  dispose: () => void;
+}
+
+/** rmsNorm + second (q|k|v|o and i|f), gatedA + accumulate (proj_down), rmsNorm + softCap (the LM head). */
+function modelProducts(gpu: Gpu, rng: Rng, dtype: Dtype, m: number, n: number, k: number): ModelProduct[] {
+  const eps = 1e-6, n2 = 5;
+  const x = random(gpu, rng, [m, k], "float32", 2), nw = random(gpu, rng, [k]);
+  const w = random(gpu, rng, [n, k], dtype), w2 = random(gpu, rng, [n2, k], dtype);
+  const b1 = random(gpu, rng, [n]), b2 = random(gpu, rng, [n2]);
+  const gu = random(gpu, rng, [m, 2 * k], "float32", 2), residual = randomTensor(rng, [m, n]).values;
+  const xn = normRef(x.v, k, nw.v, null, { kind: "rms", eps });
+  const y1 = linearRef(xn, w.v, b1.v, m, n, k), y2 = linearRef(xn, w2.v, b2.v, m, n2, k);
+  const both = new Float64Array(m * (n + n2));
+  for (let r = 0; r < m; r++) {
+    both.set(y1.subarray(r * n, (r + 1) * n), r * (n + n2));
+    both.set(y2.subarray(r * n2, (r + 1) * n2), r * (n + n2) + n);
+  }
+  const glu = gatedActivationRef(gu.v, 2 * k, "swish");
+  const down = linearRef(glu, w.v, b1.v, m, n, k).map((v, i) => v + residual[i]);
+  const cap = 2;
+  const rmsNorm = { weight: nw.t, eps };
+  let left = 3; // the tensors go once the last product is done
+  const dispose = () => {
+    if (--left === 0) { for (const t of [x.t, nw.t, w.t, w2.t, b1.t, b2.t, gu.t]) t.dispose(); }
+  };
+  return [
+    {
+      name: "rmsNorm + second",
+      a: matrix(x.t),
+      b: matrix(w.t),
+      n: n + n2,
+      options: { bias: b1.t, rmsNorm, second: { b: matrix(w2.t), bias: b2.t } },
+      want: both,
+      dispose,
+    },
+    {
+      name: "gatedA + accumulate",
+      a: { tensor: gu.t, rows: m, cols: k, offset: 0, stride: 2 * k },
+      b: matrix(w.t),
+      n,
+      options: { bias: b1.t, gatedA: k, accumulate: true },
+      init: residual,
+      want: down,
+      dispose,
+    },
+    {
+      name: "rmsNorm + softCap",
+      a: matrix(x.t),
+      b: matrix(w.t),
+      n,
+      options: { rmsNorm, softCap: cap },
+      want: softCapRef(linearRef(xn, w.v, null, m, n, k), cap),
+      dispose,
+    },
+  ];
+}
+
+Deno.test("gemm fusions on the GEMV kernel: the model's combinations for M = 1..9, odd N and K, split bindings", async () => {
+  const gpu = await testGpu(), rng = freshRng("gemm fusions GEMV");
+  // M 1, 4 and 8 fill the kernel's ROWS variants (1, 4, 8), M 2 and 5 leave rows unused, M 9 is blocked; N is not a
+  // multiple of its 8 columns per workgroup; K 261 loads scalars, K 260 vec4s. Few shapes per dtype: every variant
+  // is a pipeline to compile.
+  const shapes = {
+    float32: [[1, 37, 261], [4, 21, 260], [5, 19, 261], [9, 11, 260]],
+    float16: [[1, 37, 260], [2, 9, 261], [8, 13, 260]],
+  };
+  for (const dtype of dtypes(gpu)) {
+    for (const [m, n, k] of shapes[dtype]) {
+      for (const p of modelProducts(gpu, rng, dtype, m, n, k)) {
+        const what = `${p.name} ${dtype} [${m}, ${p.n}, ${k}]`;
+        const fused = await run(gpu, p.a, p.b, m, p.n, p.options, p.init);
+        assert.equal(fused.dispatches, 1, what);
+        assertClose(fused.c, p.want, 1e-5, what);
+        // 4 KiB bindings: B ([n, k], ≥ 4.6 KiB) splits along N, and two products go to two dispatches (K passes
+        // with these fusions: the long-K tests).
+        const split = await run(gpu, p.a, p.b, m, p.n, p.options, p.init, 4096);
+        assert.ok(split.dispatches > 1, `${what}: ${split.dispatches} dispatches with split bindings`);
+        assertClose(split.c, p.want, 1e-5, `${what} split`);
+        p.dispose();
+      }
     }
   }
 });

@@ -1,10 +1,14 @@
 import assert from "node:assert/strict";
-import { gemm, type GemmBatch, linear, matmul } from "../src/ops/matmul.ts";
+import { gemm, type GemmBatch, gemvMinK, linear, matmul } from "../src/ops/matmul.ts";
 import { matrix, Tensor } from "../src/tensor.ts";
 import { linearRef, matmulRef } from "./cpu/matmul.ts";
+import { dtypes, expectedKernel, kernelsOf, random } from "./matmul_util.ts";
 import { assertClose, closeTestGpu, freshRng, limited, randomTensor, type Rng, testGpu } from "./util.ts";
 import type { Gpu } from "../src/gpu/runtime.ts";
 import type { MatrixView } from "../src/tensor.ts";
+
+// Every adapter takes the GEMV paths a GPU takes, so CPU runs test them at small K too (the policy: matmul_test.ts).
+gemvMinK.software = gemvMinK.gpu;
 
 const COMBOS = [[false, false], [false, true], [true, false], [true, true]] as const;
 
@@ -63,6 +67,56 @@ Deno.test("matmul matches the float64 reference for all transposes, odd shapes, 
     }
   }
   await check(cases);
+});
+
+Deno.test("few rows of C and K ≥ 256 (decoding) run the GEMV kernel: M = 1..9, f16, bias, accumulate, splits", async () => {
+  const gpu = await testGpu();
+  const rng = freshRng("gemm GEMV");
+  for (const dtype of dtypes(gpu)) {
+    for (let m = 1; m <= 9; m++) {
+      // N not a multiple of the 8 columns per workgroup; K 259 and 2054 load scalars (with a partial last step), 260
+      // and 2052 vec4s; K > 2048 takes the kernel's unrolled rounds before the remainder; K 67 < 256 is blocked.
+      const [n, k] = [8 * m + 3, [259, 260, 2052, 67, 2054][(m + (dtype === "float16" ? 1 : 0)) % 5]];
+      const x = random(gpu, rng, [m, k]), w = random(gpu, rng, [n, k], dtype), bias = random(gpu, rng, [n]);
+      const init = randomTensor(rng, [m, n]);
+      const want = linearRef(x.v, w.v, bias.v, m, n, k).map((v, i) => v + init.values[i]);
+      const what = `${dtype} ${m}×${n}×${k}`;
+      // 2 KiB bindings split B's rows over N, and over K (accumulating passes) where a row exceeds 2 KiB.
+      for (const maxBinding of [gpu.maxBinding, 2048]) {
+        const c = Tensor.fromHost(gpu, init.host);
+        let kernels: string[] = [];
+        const dispatches = await limited(gpu, maxBinding, null, async () => {
+          kernels = await kernelsOf(gpu, () => {
+            gemm(matrix(x.t), matrix(w.t), matrix(c), { transposeB: true, bias: bias.t, accumulate: true });
+          });
+        });
+        assert.deepEqual(new Set(kernels), new Set([expectedKernel(m, k, dtype)]), what);
+        assert.ok((dispatches > 1) === (maxBinding === 2048), `${what}: ${dispatches} dispatches at ${maxBinding} B`);
+        assertClose((await c.toHost()).data as Float32Array, want, 1e-5, `${what}, bindings of ${maxBinding} B`);
+        c.dispose();
+      }
+      for (const t of [x.t, w.t, bias.t]) t.dispose();
+    }
+  }
+});
+
+Deno.test("the GEMV kernel starts at K 256 on a GPU and at K 2048 on a CPU software adapter", async () => {
+  const gpu = await testGpu();
+  const rng = freshRng("gemm GEMV policy");
+  const pinned = { ...gemvMinK };
+  Object.assign(gemvMinK, { gpu: 256, software: 2048 });
+  try {
+    const minK = gpu.software ? 2048 : 256;
+    for (const k of [minK - 4, minK]) {
+      const x = random(gpu, rng, [1, k]), w = random(gpu, rng, [8, k]), c = Tensor.zeros(gpu, [1, 8]);
+      const kernels = await kernelsOf(gpu, () => gemm(matrix(x.t), matrix(w.t), matrix(c), { transposeB: true }));
+      assert.deepEqual(kernels, [k >= minK ? "matmul_gemv" : "matmul"], `K ${k} on ${gpu.adapterName}`);
+      assertClose((await c.toHost()).data as Float32Array, linearRef(x.v, w.v, null, 1, 8, k), 1e-5, `K ${k}`);
+      for (const t of [x.t, w.t, c]) t.dispose();
+    }
+  } finally {
+    Object.assign(gemvMinK, pinned);
+  }
 });
 
 Deno.test("K beyond one pass (65,536) accumulates over several dispatches", async () => {
@@ -163,9 +217,12 @@ Deno.test("gemm on strided views: reads stay inside the views, writes inside the
   // Odd layout (f32 loads, a partial last K step) and 16-byte aligned layout (vec4 loads, reads past the view's
   // edge along M and N, which must only reach elements of C that are not stored). Everything around the views is
   // NaN, so any value read from outside a view into a stored element, or written outside C's view, shows.
+  // M ≤ 8 with Bᵀ runs the GEMV kernel.
   const layouts = [
     { m: 19, n: 10, k: 23, offset: 5, stride: 40, cOffset: 3, cStride: 37 },
     { m: 18, n: 22, k: 20, offset: 8, stride: 28, cOffset: 4, cStride: 24 },
+    { m: 3, n: 10, k: 23, offset: 5, stride: 40, cOffset: 3, cStride: 37 },
+    { m: 1, n: 22, k: 20, offset: 8, stride: 28, cOffset: 4, cStride: 24 },
   ];
   for (const { m, n, k, offset, stride, cOffset, cStride } of layouts) {
     for (const [transposeA, transposeB] of COMBOS) {

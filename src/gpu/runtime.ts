@@ -106,6 +106,11 @@ export class Gpu {
   readonly adapterName: string;
   /** Whether WGSL `f16` is available. */
   readonly hasF16: boolean;
+  /**
+   * Whether the adapter is a CPU software rasteriser (lavapipe/llvmpipe, SwiftShader): kernels that trade fixed
+   * per-workgroup cost for parallelism choose differently there, and training scripts pick reduced settings.
+   */
+  readonly software: boolean;
   /** Whether timestamp queries are available. */
   readonly hasTimestamps: boolean;
   /** Dispatches recorded since creation (for benchmarks). */
@@ -128,6 +133,7 @@ export class Gpu {
     this.device = device;
     this.limits = device.limits;
     this.adapterName = adapterName;
+    this.software = /llvmpipe|lavapipe|swiftshader/i.test(adapterName);
     this.hasF16 = features.includes("shader-f16");
     this.hasTimestamps = features.includes("timestamp-query");
     this.maxBinding = Math.min(this.limits.maxStorageBufferBindingSize, this.limits.maxBufferSize);

@@ -1,7 +1,8 @@
 /**
  * Matrix multiplication: `matmul` (2-D, optional transposes and bias), `linear` (PyTorch `nn.Linear`) and `gemm`
  * (strided views, accumulation, batches of products, triangular shortcuts), all recorded as dispatches of
- * `shaders/matmul.wgsl`.
+ * `shaders/matmul.wgsl` (register-blocked) or, for products with few rows of C, `shaders/matmul_gemv.wgsl` (see
+ * {@linkcode gemm}); both share `shaders/matmul_common.wgsl`.
  *
  * Operands larger than one storage binding (`gpu.maxBinding`) are split into blocks of rows of C, columns of C and
  * ranges of K; each block binds only the byte ranges it touches, and K blocks after the first accumulate into C.
@@ -18,6 +19,8 @@
  */
 
 import code from "../../shaders/matmul.wgsl" with { type: "text" };
+import common from "../../shaders/matmul_common.wgsl" with { type: "text" };
+import gemvCode from "../../shaders/matmul_gemv.wgsl" with { type: "text" };
 import { type BufferRange, type Gpu, type Kernel, Params } from "../gpu/runtime.ts";
 import { formatShape } from "../host_tensor.ts";
 import { type DType, elementBytes, type MatrixView, Tensor } from "../tensor.ts";
@@ -25,19 +28,34 @@ import { norm } from "./norm.ts";
 import { softCap } from "./pointwise.ts";
 import { accurateMath } from "./wgsl_math.ts";
 
-/** The shader for each element type of B: the shared source with B's alias and the pointwise math prepended. */
-const KERNELS: Partial<Record<DType, Kernel>> = {
-  float32: { name: "matmul", code: "alias BW = f32;\n" + accurateMath("vec4f") + code },
-  float16: { name: "matmul(f16 B)", code: "enable f16;\nalias BW = f16;\n" + accurateMath("vec4f") + code },
-};
+/** A matmul kernel for each element type of B: B's alias, the pointwise math and the shared part prepended. */
+function variants(name: string, kernel: string): Partial<Record<DType, Kernel>> {
+  const source = accurateMath("vec4f") + common + kernel;
+  return {
+    float32: { name, code: "alias BW = f32;\n" + source },
+    float16: { name: `${name}(f16 B)`, code: "enable f16;\nalias BW = f16;\n" + source },
+  };
+}
 
-/** Rows and columns of C per invocation (`TM`, `TN` in the shader). */
+const BLOCKED = variants("matmul", code);
+const GEMV = variants("matmul_gemv", gemvCode);
+
+/** Rows and columns of C per invocation of matmul.wgsl (`TM`, `TN` there). */
 const TM = 8, TN = 16;
-/** Invocations per workgroup. */
+/** Invocations per workgroup of matmul.wgsl. */
 const WG = 64;
+/** Most rows of C for matmul_gemv.wgsl (its largest `ROWS`), and its columns of C per workgroup (`COLS`). */
+const GEMV_ROWS = 8, GEMV_COLS = 8;
 /**
- * Largest K per dispatch: the shader's K loop takes K / 4 trips, and lavapipe silently ends loops after 65,535.
- * Larger K is split into accumulating passes.
+ * Least K for matmul_gemv.wgsl, by adapter kind. On a GPU, 256: a step of four k for each of its 64 invocations (below,
+ * splitting K leaves invocations idle). A CPU software adapter pays ~5–9 µs per workgroup, so there the GEMV kernel only
+ * wins on long rows (lavapipe, M = 1: 0.84× the blocked kernel's time at K 4096 with f16 weights, about 1.05× with
+ * f32, 3× at K 512). Exported so tests can take either path on any adapter.
+ */
+export const gemvMinK: { gpu: number; software: number } = { gpu: 256, software: 2048 };
+/**
+ * Largest K per dispatch: matmul.wgsl's K loop takes K / 4 trips (matmul_gemv.wgsl's K / 2048 rounds of 8 steps),
+ * and lavapipe silently ends loops after 65,535. Larger K is split into accumulating passes.
  */
 const K_PER_PASS = 65536;
 
@@ -187,6 +205,11 @@ function whole(t: Tensor, rows: number, cols: number): MatrixView {
  * `batch`, the views describe the first of many products of the same shape (per-head products of attention-like
  * cells, for example), recorded as one dispatch where the bindings allow.
  *
+ * Products with at most 8 rows of C, K ≥ {@linkcode gemvMinK} and B a weight in Linear layout (`transposeB`, A not transposed, not
+ * `triangular`) — decoding — run a GEMV kernel: many workgroups of 8 columns of C each, whose 64 invocations split
+ * K and stream B's rows. Other products run the register-blocked kernel, which gives each invocation a whole 8×16
+ * block of C (at M = 1, N / 16 invocations for the whole product).
+ *
  * @example
  * ```ts
  * import { gemm, getGpu, matrix, Tensor } from "@xlstm/core";
@@ -266,12 +289,14 @@ export function gemm(a: MatrixView, b: MatrixView, c: MatrixView, options: GemmO
     { ld: cv.stride, rowsAre: "m", colsAre: "n", cap: bindingCap(gpu, cv), extra: 0 },
   ];
   const first: MatrixView = { ...c, cols: n }, rest: MatrixView = { ...c, cols: n2, offset: c.offset + n };
+  const minK = gpu.software ? gemvMinK.software : gemvMinK.gpu;
+  const gemv = m <= GEMV_ROWS && k >= minK && transposeB && !transposeA && !triangular;
   if (b2) {
     const whole = (bv: MatrixView, cv: MatrixView, cols: number): boolean => {
-      const p = planBlocks(gpu, m, cols, k, layoutsFor(bv, cv));
+      const p = planBlocks(gpu, m, cols, k, layoutsFor(bv, cv), gemv);
       return p.m >= m && p.n >= cols && p.k >= k;
     };
-    const wgY = workgroupRows(m, n + n2, false), perX = TN * (WG / wgY);
+    const perX = tiling(gemv, b.tensor.dtype, m, n + n2, undefined).cols;
     const fits = whole(b, first, n) && whole(b2, rest, n2) && (m - 1) * c.stride + n + n2 <= bindingCap(gpu, c) &&
       Math.ceil(n / perX) + Math.ceil(n2 / perX) <= gpu.limits.maxComputeWorkgroupsPerDimension;
     if (!fits) {
@@ -281,7 +306,7 @@ export function gemm(a: MatrixView, b: MatrixView, c: MatrixView, options: GemmO
     }
   }
   const layouts = layoutsFor(b, b2 ? first : c);
-  const plan = planBlocks(gpu, m, n, k, layouts);
+  const plan = planBlocks(gpu, m, n, k, layouts, gemv);
   if (plan.k < k && (rmsNorm || cap !== undefined)) return unfused(a, b, c, options, m, k);
   const groups = batchGroups(
     batch.count,
@@ -292,9 +317,7 @@ export function gemm(a: MatrixView, b: MatrixView, c: MatrixView, options: GemmO
     })),
     gpu.limits.maxComputeWorkgroupsPerDimension,
   );
-  const kernel = KERNELS[b.tensor.dtype]!;
-  const wgY = workgroupRows(Math.min(m, plan.m), Math.min(n + n2, plan.n + n2), triangular === "lowerC");
-  const perX = TN * (WG / wgY);
+  const tile = tiling(gemv, b.tensor.dtype, Math.min(m, plan.m), Math.min(n + n2, plan.n + n2), triangular);
   for (const g of groups) {
     // The group's first product and the extra elements its later products span, per operand.
     const at = (s: [number, number]): [number, number] => [
@@ -321,18 +344,18 @@ export function gemm(a: MatrixView, b: MatrixView, c: MatrixView, options: GemmO
             .u32(transposeA ? 1 : a.stride).u32(transposeA ? a.stride : 1) // op(A): row and k strides
             .u32(transposeB ? 1 : b.stride).u32(transposeB ? b.stride : 1) // op(B): k and column strides
             .u32(c.stride).u32(ra.element).u32(rb.element).u32(rc.element).u32(rbias.element)
-            .u32(bias && k0 === 0 ? 1 : 0).u32(accumulate || k0 > 0 ? 1 : 0).u32(Math.log2(wgY))
+            .u32(bias && k0 === 0 ? 1 : 0).u32(accumulate || k0 > 0 ? 1 : 0).u32(tile.wgYLog2)
             .u32(g.ic).u32(batch.a[0]).u32(batch.a[1]).u32(batch.b[0]).u32(batch.b[1]).u32(batch.c[0])
             .u32(batch.c[1]).i32(triangular === "lowerA" ? m0 - k0 : m0 - n0)
-            .f32(rmsNorm?.eps ?? 0).u32(gatedA).f32(cap ?? 1).u32(Math.ceil(nc / perX)).u32(n2)
+            .f32(rmsNorm?.eps ?? 0).u32(gatedA).f32(cap ?? 1).u32(Math.ceil(nc / tile.cols)).u32(n2)
             .u32(transposeB ? 1 : b2?.stride ?? 0).u32(transposeB ? b2?.stride ?? 0 : 1).u32(rb2.element)
             .u32(rbias2.element).u32(bias2 ? 1 : 0);
           const bMode = (v: MatrixView, element: number): number =>
             loadMode(v.stride, element, batch.b, transposeB, kc, 0);
-          const pipeline = gpu.pipeline(kernel, {
+          const pipeline = gpu.pipeline(tile.kernel, {
+            ...tile.constants,
             A_MODE: loadMode(a.stride, ra.element, batch.a, !transposeA, kc, gatedA),
             B_MODE: b2 && bMode(b2, rb2.element) !== bMode(b, rb.element) ? 0 : bMode(b, rb.element),
-            TRIANGLE: triangular === "lowerA" ? 1 : triangular === "lowerC" ? 2 : 0,
             A_NORM: rmsNorm ? 1 : 0,
             A_GLU: gatedA ? 1 : 0,
             C_CAP: cap !== undefined ? 1 : 0,
@@ -342,11 +365,7 @@ export function gemm(a: MatrixView, b: MatrixView, c: MatrixView, options: GemmO
             pipeline,
             [ra.range, rb.range, rbias.range, rc.range, rnorm.range, rb2.range, rbias2.range],
             params,
-            [
-              Math.ceil(nc / perX) + Math.ceil(n2 / perX),
-              Math.ceil(mc / (TM * wgY)),
-              g.oc * g.ic,
-            ],
+            [Math.ceil(nc / tile.cols) + Math.ceil(n2 / tile.cols), Math.ceil(mc / tile.rows), g.oc * g.ic],
           );
         }
       }
@@ -476,6 +495,35 @@ function workgroupRows(m: number, n: number, lowerC: boolean): number {
   return lowerC && rows >= 32 ? 32 : 8;
 }
 
+/** The kernel of a product (see {@linkcode gemm}) and how its workgroups cover C. */
+interface Tiling {
+  kernel: Kernel;
+  /** Columns and rows of C per workgroup (the grid's x and y units). */
+  cols: number;
+  rows: number;
+  /** matmul.wgsl's `wg_y_log2` (unused by the GEMV kernel). */
+  wgYLog2: number;
+  /** Override constants of the kernel's shape (the loads and fusions aside). */
+  constants: Record<string, number>;
+}
+
+/** The tiling of an `[m, n]` block of C (n counting both products of a `second` fusion). */
+function tiling(gemv: boolean, dtype: DType, m: number, n: number, triangular: GemmOptions["triangular"]): Tiling {
+  if (gemv) {
+    // One row: A as a vector, no work on clamped rows; else one or two 4×4 blocks of A.
+    const rows = m === 1 ? 1 : m <= 4 ? 4 : GEMV_ROWS;
+    return { kernel: GEMV[dtype]!, cols: GEMV_COLS, rows, wgYLog2: 0, constants: { ROWS: rows } };
+  }
+  const wgY = workgroupRows(m, n, triangular === "lowerC");
+  return {
+    kernel: BLOCKED[dtype]!,
+    cols: TN * (WG / wgY),
+    rows: TM * wgY,
+    wgYLog2: Math.log2(wgY),
+    constants: { TRIANGLE: triangular === "lowerA" ? 1 : triangular === "lowerC" ? 2 : 0 },
+  };
+}
+
 /**
  * Elements of a view's tensor one binding may span: `gpu.maxBinding` less the slack of aligning its start down and
  * of rounding its end up to a vec4.
@@ -501,8 +549,9 @@ interface Layout {
 
 /**
  * Block sizes along M, N and K such that every operand's block fits one storage binding (after its offset is
- * aligned down) and one dispatch (workgroup counts, loop trips). Shrinking a dimension never enlarges any block,
- * so fixing the operands one at a time until all fit terminates.
+ * aligned down) and one dispatch (workgroup counts, loop trips) of the blocked kernel, or of the GEMV kernel
+ * (`gemv`: fewer columns per workgroup). Shrinking a dimension never enlarges any block, so fixing the operands one
+ * at a time until all fit terminates.
  */
 function planBlocks(
   gpu: Gpu,
@@ -510,11 +559,13 @@ function planBlocks(
   n: number,
   k: number,
   layouts: Layout[],
+  gemv: boolean,
 ): Record<"m" | "n" | "k", number> {
   const maxGroups = gpu.limits.maxComputeWorkgroupsPerDimension;
+  const [tm, tn] = gemv ? [GEMV_ROWS, GEMV_COLS] : [TM, TN];
   const size = {
-    m: Math.min(m, maxGroups * TM),
-    n: Math.min(n, maxGroups * TN),
+    m: Math.min(m, maxGroups * tm),
+    n: Math.min(n, maxGroups * tn),
     k: Math.max(1, Math.min(k, K_PER_PASS)),
   };
   for (let changed = true; changed;) {
@@ -536,7 +587,7 @@ function planBlocks(
   }
   // Where a dimension is split, blocks of whole tiles and whole vec4 steps keep later offsets aligned for vec4 loads.
   const full = { m, n, k };
-  for (const [d, unit] of [["m", TM], ["n", TN], ["k", 4]] as const) {
+  for (const [d, unit] of [["m", tm], ["n", tn], ["k", 4]] as const) {
     if (size[d] < full[d] && size[d] > unit) size[d] -= size[d] % unit;
   }
   return size;

@@ -92,11 +92,6 @@ function real(flag: string, text: string | undefined): number | undefined {
   return v;
 }
 
-/** Whether `gpu` is a CPU software adapter (lavapipe/llvmpipe, SwiftShader), where the reduced setting runs. */
-export function isSoftwareAdapter(gpu: Gpu): boolean {
-  return /llvmpipe|lavapipe|swiftshader/i.test(gpu.adapterName);
-}
-
 /** Parsed command line. */
 interface Cli {
   values: ReturnType<typeof parseArgs<{ options: typeof FLAGS }>>["values"];
@@ -190,7 +185,7 @@ export async function trainCli(args: string[], task: TaskCli): Promise<number> {
       trainer = await Trainer.resume(cli.values.resume, { gpu, clip: cli.clip, overrides: trainingOverrides(cli) });
       progress.line(`resumed from ${cli.values.resume} at step ${trainer.step}`);
     } else {
-      const reduced = cli.values.small || (!cli.values.config && isSoftwareAdapter(gpu));
+      const reduced = cli.values.small || (!cli.values.config && gpu.software);
       const config = cli.values.config ?? task.defaultConfig;
       const reduction = cli.values.config ? task.reduced : mergeConfig(task.reduced, { model: task.reducedLayout });
       const overrides = mergeConfig(reduced ? reduction : {}, trainingOverrides(cli));
