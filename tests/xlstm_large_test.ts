@@ -150,6 +150,30 @@ Deno.test("xLSTMLarge: decoding from a prefill state equals one longer prefill",
   model.dispose();
 });
 
+Deno.test("xLSTMLarge: lastLogitsOnly gives the last position's logits of the full forward, for inference only", async () => {
+  const gpu = await testGpu(), rng = freshRng("xlstm_large last logits");
+  const V = 40;
+  for (const weight_mode of ["single", "fused"] as const) {
+    const cfg = xLSTMLargeConfig({ embedding_dim: 32, num_heads: 2, num_blocks: 2, vocab_size: V, weight_mode });
+    const model = await xLSTMLarge.create(cfg, { gpu, seed: Math.floor(rng.uniform() * 2 ** 31) });
+    const B = 2, S = 1 + Math.floor(rng.uniform() * 40);
+    const data = Int32Array.from({ length: B * S }, () => Math.floor(rng.uniform() * V));
+    const ids = Tensor.fromHost(gpu, { dtype: "int32", shape: [B, S], data });
+    await noGrad(async () => {
+      const [full] = model.apply(ids);
+      const [last] = model.apply(ids, undefined, { lastLogitsOnly: true });
+      assert.deepEqual(last.shape, [B, 1, V]);
+      const fullHost = f32(await full.toHost()), want = new Float32Array(B * V);
+      for (let b = 0; b < B; b++) want.set(fullHost.subarray((b * S + S - 1) * V, (b * S + S) * V), b * V);
+      assertClose(f32(await last.toHost()), want, 1e-6, `${weight_mode} S ${S}: last logits`);
+    });
+    if (S > 1) {
+      assert.throws(() => model.apply(ids, undefined, { lastLogitsOnly: true }), /lastLogitsOnly is for inference/);
+    }
+    model.dispose();
+  }
+});
+
 Deno.test("xLSTMLarge: prefill through the chunk cascade and remainder equals step-by-step decoding", async () => {
   const gpu = await testGpu(), rng = freshRng("xlstm_large cascade");
   // chunk 16, S 21: 16 chunkwise + 5 steps (the golden generate case); S 37, B 2: 2×16 + 5 with per-sequence copies;

@@ -33,8 +33,8 @@ export interface StatefulForwardModel<S> {
   readonly gpu: Gpu;
   /** The resolved config. */
   readonly config: { readonly vocab_size: number };
-  /** Logits `[B, S, V]` and the state after the last token. */
-  apply(ids: Tensor, state?: S): [Tensor, S];
+  /** Logits `[B, S, V]` (`[B, 1, V]`, the last position's, with `lastLogitsOnly`) and the state after the last token. */
+  apply(ids: Tensor, state?: S, options?: { lastLogitsOnly?: boolean }): [Tensor, S];
 }
 
 /** A model with a one-token recurrent step, as `xLSTMLMModel.applyStep(ids, state)`. */
@@ -77,8 +77,8 @@ export function generativeModel<S>(model: Generatable<S>): GenerativeModel<S> {
       ...common,
       forward: (ids, state) => {
         expectShape(`${common.modelClass} token ids`, ids, [-1, -1]);
-        const [logits, next] = model.apply(ids, state);
-        const [B, S] = ids.shape, V = common.vocabSize;
+        const [logits, next] = model.apply(ids, state, { lastLogitsOnly: true });
+        const [B, S] = logits.shape, V = common.vocabSize;
         return [{ tensor: logits, rows: B, cols: V, offset: (S - 1) * V, stride: S * V }, next];
       },
     };
