@@ -12,7 +12,7 @@ import type { HostTensor } from "../src/host_tensor.ts";
 import { xLSTMLarge, type xLSTMLargeState } from "../src/models/xlstm_large.ts";
 import { castHost, readSafetensors } from "../src/safetensors.ts";
 import { Tensor } from "../src/tensor.ts";
-import { assertClose, closeTestGpu, freshRng, testGpu } from "./util.ts";
+import { assertClose, closeTestGpu, freshRng, limited, testGpu } from "./util.ts";
 
 const GOLDEN = new URL("../../shared/golden/", import.meta.url);
 const TOL = 1e-4;
@@ -172,6 +172,42 @@ Deno.test("xLSTMLarge: lastLogitsOnly gives the last position's logits of the fu
     }
     model.dispose();
   }
+});
+
+Deno.test("xLSTMLarge: a prompt too wide for one binding is prefilled in pieces, equal to the whole", async () => {
+  const gpu = await testGpu(), rng = freshRng("xlstm_large pieces");
+  const V = 40, B = 2, S = 130 + Math.floor(rng.uniform() * 60);
+  const cfg = xLSTMLargeConfig({ embedding_dim: 32, num_heads: 2, num_blocks: 2, vocab_size: V, chunk_size: 32 });
+  const model = await xLSTMLarge.create(cfg, { gpu, seed: Math.floor(rng.uniform() * 2 ** 31) });
+  const data = Int32Array.from({ length: B * S }, () => Math.floor(rng.uniform() * V));
+  const ids = Tensor.fromHost(gpu, { dtype: "int32", shape: [B, S], data });
+  // 2·ffn_dim = 256 floats per token: 48 KiB bindings hold 24 tokens of B 2, so pieces of one chunk (32 tokens).
+  const whole = await noGrad(async () => {
+    const [l, st] = model.apply(ids);
+    return {
+      logits: f32(await l.toHost()),
+      state: await Promise.all(Object.values(st).map((s) => Tensor.toHostAll(s))),
+    };
+  });
+  const apply = model.apply.bind(model), lengths: number[] = [];
+  model.apply = (x, state, options) => (lengths.push(x.shape[1]), apply(x, state, options));
+  for (const lastLogitsOnly of [false, true]) {
+    await limited(gpu, 48 * 1024, null, async () => {
+      lengths.length = 0;
+      const [l, st] = noGrad(() => model.apply(ids, undefined, { lastLogitsOnly }));
+      const pieces = Array.from({ length: Math.ceil(S / 32) }, (_, i) => Math.min(32, S - 32 * i));
+      assert.deepEqual(lengths, [S, ...pieces]);
+      let want = whole.logits;
+      if (lastLogitsOnly) {
+        want = new Float32Array(B * V);
+        for (let b = 0; b < B; b++) want.set(whole.logits.subarray((b * S + S - 1) * V, (b * S + S) * V), b * V);
+      }
+      assertClose(f32(await l.toHost()), want, 1e-5, `S ${S} in pieces: logits (last only: ${lastLogitsOnly})`);
+      const got = await Promise.all(Object.values(st).map((s) => Tensor.toHostAll(s)));
+      got.forEach((s, i) => s.forEach((h, j) => assertClose(f32(h), f32(whole.state[i][j]), 1e-5, `state ${i}.${j}`)));
+    });
+  }
+  model.dispose();
 });
 
 Deno.test("xLSTMLarge: prefill through the chunk cascade and remainder equals step-by-step decoding", async () => {

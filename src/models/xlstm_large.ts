@@ -266,7 +266,8 @@ export class xLSTMLarge extends Module {
   /**
    * {@linkcode xLSTMLarge.forward} without the promise. With `lastLogitsOnly` (inference only), the LM head runs on the
    * last position alone and the logits are `[B, 1, V]`: what generation needs, without a `[B, S, V]` tensor (3.3 GB in
-   * float32 for a 16k-token prompt of the 7B).
+   * float32 for a 16k-token prompt of the 7B). An inference forward over a prompt whose activations would exceed one
+   * storage binding runs in pieces of whole chunks, the state carried between them.
    */
   apply(ids: Tensor, state?: xLSTMLargeState, options: { lastLogitsOnly?: boolean } = {}): [Tensor, xLSTMLargeState] {
     expectShape("xLSTMLarge token ids", ids, [-1, -1]);
@@ -276,12 +277,16 @@ export class xLSTMLarge extends Module {
     const [B, S] = ids.shape;
     if (B < 1 || S < 1) throw new RangeError(`xLSTMLarge token ids ${formatShape(ids.shape)} must not be empty`);
     if (state) this.#checkState(state, B);
+    const piece = this.#prefillPiece(B);
+    if (S > piece && (state !== undefined || !needsGrad(...this.#parameters()))) {
+      return noGrad(() => this.#applyInPieces(ids, state, piece, options.lastLogitsOnly ?? false));
+    }
     const run = (): [Tensor, xLSTMLargeState] =>
       tidy(() => {
         let x = embedding(ids, this.#embedding);
         const next: xLSTMLargeState = {};
         const c = this.config;
-        const fused = xlstmLargeInference.fused && !needsGrad(...[...this.namedParameters()].map(([, p]) => p));
+        const fused = xlstmLargeInference.fused && !needsGrad(...this.#parameters());
         this.#blocks.forEach((w, i) => {
           const [y, s] = fused ? this.#fusedBlock(x, w, B, S, state?.[i]) : this.#block(x, w, B, S, state?.[i]);
           x = y;
@@ -302,6 +307,51 @@ export class xLSTMLarge extends Module {
       });
     // The recurrent step has no backward: a stateful call is inference only, and says so by recording nothing.
     return state ? noGrad(run) : run();
+  }
+
+  #parameters(): Tensor[] {
+    return [...this.namedParameters({ removeDuplicate: true })].map(([, p]) => p);
+  }
+
+  /**
+   * Tokens per prefill piece: the widest activation of a piece (`[B·n, 2·ffn_dim]`, or the fused projections) fits one
+   * storage binding, since the norm and pointwise kernels bind their operands whole; whole chunks of `chunk_size`, so
+   * the chunkwise cascade runs as on the whole prompt. (HF's inference wrapper also prefills in pieces, of 16,384.)
+   */
+  #prefillPiece(B: number): number {
+    const c = this.config;
+    const widest = Math.max(2 * c.ffn_dim, 2 * c.qk_dim + 2 * c.v_dim + 2 * c.num_heads, c.embedding_dim);
+    const tokens = Math.floor(this.gpu.maxBinding / (4 * widest * B));
+    return Math.max(c.chunk_size, Math.floor(tokens / c.chunk_size) * c.chunk_size);
+  }
+
+  /** An inference forward over a long prompt, `piece` tokens at a time, the state carried from piece to piece. */
+  #applyInPieces(
+    ids: Tensor,
+    state: xLSTMLargeState | undefined,
+    piece: number,
+    lastOnly: boolean,
+  ): [Tensor, xLSTMLargeState] {
+    const [B, S] = ids.shape, gpu = ids.gpu;
+    const logits = lastOnly ? null : Tensor.empty(gpu, [B, S, this.config.vocab_size]);
+    let st = state, last: Tensor | null = null;
+    for (let t0 = 0; t0 < S; t0 += piece) {
+      const n = Math.min(piece, S - t0);
+      const part = Tensor.empty(gpu, [B, n], "int32");
+      copyTime(ids, S, t0, part, n, 0, B, n);
+      const [l, next] = this.apply(part, st, { lastLogitsOnly: lastOnly });
+      part.dispose();
+      if (st !== state) { for (const s of Object.values(st!)) for (const t of s) t.dispose(); }
+      st = next;
+      if (logits) {
+        copyTime(l, n, 0, logits, S, t0, B, n);
+        l.dispose();
+      } else {
+        last?.dispose();
+        last = l;
+      }
+    }
+    return [logits ?? last!, st!];
   }
 
   /**
