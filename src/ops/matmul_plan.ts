@@ -27,9 +27,9 @@ const BLOCKED = variants("matmul", code);
 const GEMV = variants("matmul_gemv", gemvCode);
 
 /** Rows and columns of C per invocation of matmul.wgsl (`TM`, `TN` there). */
-export const TM = 8, TN = 16;
+const TM = 8, TN = 16;
 /** Invocations per workgroup of matmul.wgsl. */
-export const WG = 64;
+const WG = 64;
 /** Most rows of C for matmul_gemv.wgsl (its largest `ROWS`), and its columns of C per workgroup (`COLS`). */
 export const GEMV_ROWS = 8, GEMV_COLS = 8;
 /**
@@ -43,7 +43,7 @@ export const gemvMinK: { gpu: number; software: number } = { gpu: 256, software:
  * Largest K per dispatch: matmul.wgsl's K loop takes K / 4 trips (matmul_gemv.wgsl's K / 2048 rounds of 8 steps),
  * and lavapipe silently ends loops after 65,535. Larger K is split into accumulating passes.
  */
-export const K_PER_PASS = 65536;
+const K_PER_PASS = 65536;
 
 export const NAMES = ["a", "b", "c"] as const;
 
@@ -109,7 +109,7 @@ export function loadMode(
  * as one SIMD batch, and only whole batches above the diagonal are skipped; 2 × 4 invocations cover a 32×32 square
  * of C instead of an 8×128 strip, so more batches lie wholly above it (measured: 13 % less time for Q·Kᵀ at S 256).
  */
-export function workgroupRows(m: number, n: number, lowerC: boolean): number {
+function workgroupRows(m: number, n: number, lowerC: boolean): number {
   const rows = Math.ceil(m / TM), cols = Math.ceil(n / TN);
   if (rows < 8) return 2 ** Math.ceil(Math.log2(rows));
   if (cols < 8) return WG / 2 ** Math.ceil(Math.log2(cols));
