@@ -1,5 +1,7 @@
 // Fused sLSTM / LSTM recurrence with block-diagonal (per-head) recurrent weights, backward pass. The op prepends
-// slstm_recurrent_common.wgsl (tiling, R, quad I/O, cell math: read its header first). Two entry points:
+// slstm_recurrent_common.wgsl (tiling, R, quad I/O, cell math: read its header first) and the
+// quad accessors of its vec4 bindings (read_saved, read_dy and write_dwx; src/ops/slstm.ts quadAccessors).
+// Two entry points:
 //
 // `main` mirrors slstm_recurrent_forward.wgsl (same tiling) and runs `p.steps` time steps backwards, from
 // p.t0 + p.steps − 1 down to p.t0; the op runs the dispatches from the end of the sequence to the start and `carry`
@@ -83,41 +85,6 @@ fn put_dyr(slot: u32, jg: u32, acc: mat4x4f) {
   if (4u * jg + 1u < DQ) { d_wg[at + 1u] = acc[1]; }
   if (4u * jg + 2u < DQ) { d_wg[at + 2u] = acc[2]; }
   if (4u * jg + 3u < DQ) { d_wg[at + 3u] = acc[3]; }
-}
-
-fn read_saved(e: u32, n: u32) -> vec4f {
-  if (ALIGNED) {
-    return saved[e / 4u];
-  }
-  let i = elements(e, n);
-  let v = vec4f(
-    saved[i.x / 4u][i.x % 4u],
-    saved[i.y / 4u][i.y % 4u],
-    saved[i.z / 4u][i.z % 4u],
-    saved[i.w / 4u][i.w % 4u],
-  );
-  return select(vec4f(), v, real(n));
-}
-
-fn read_dy(e: u32, n: u32) -> vec4f {
-  if (ALIGNED) {
-    return dy[e / 4u];
-  }
-  let i = elements(e, n);
-  let v = vec4f(dy[i.x / 4u][i.x % 4u], dy[i.y / 4u][i.y % 4u], dy[i.z / 4u][i.z % 4u], dy[i.w / 4u][i.w % 4u]);
-  return select(vec4f(), v, real(n));
-}
-
-fn write_dwx(e: u32, n: u32, v: vec4f) {
-  if (ALIGNED) {
-    dwx[e / 4u] = v;
-    return;
-  }
-  let i = e + vec4u(0u, 1u, 2u, 3u);
-  dwx[i.x / 4u][i.x % 4u] = v.x;
-  if (n > 1u) { dwx[i.y / 4u][i.y % 4u] = v.y; }
-  if (n > 2u) { dwx[i.z / 4u][i.z % 4u] = v.z; }
-  if (n > 3u) { dwx[i.w / 4u][i.w % 4u] = v.w; }
 }
 
 // Scalar quads of [NS, B, H] arrays, read and written once per dispatch.

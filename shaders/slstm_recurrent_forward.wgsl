@@ -1,5 +1,6 @@
 // Fused sLSTM / LSTM recurrence with block-diagonal (per-head) recurrent weights, forward pass. The op prepends
-// slstm_recurrent_common.wgsl (tiling, R, quad I/O, cell math: read its header first).
+// slstm_recurrent_common.wgsl (tiling, R, quad I/O, cell math: read its header first) and the
+// quad accessors of its vec4 bindings (read_wx, read_bias, write_y and write_saved; src/ops/slstm.ts quadAccessors).
 //
 // One workgroup per (head, tile of SLOTS sequences) runs `p.steps` time steps from `p.t0`; the op splits the sequence
 // over dispatches (lavapipe's loop limit) and the state buffer carries (y, c, n, m) between them. Per step and quad
@@ -41,48 +42,6 @@ var<workgroup> m_wg: array<vec4f, SLOTS * DQ>;
 // Raw gates (columns i, f, z, o of 4 dims) += R block · y_{t-1}[j .. j+3].
 fn mac(acc: mat4x4f, w: Block, yq: vec4f) -> mat4x4f {
   return acc + mat4x4f(w.i * yq, w.f * yq, w.z * yq, w.o * yq);
-}
-
-fn read_wx(e: u32, n: u32) -> vec4f {
-  if (ALIGNED) {
-    return wx[e / 4u];
-  }
-  let i = elements(e, n);
-  let v = vec4f(wx[i.x / 4u][i.x % 4u], wx[i.y / 4u][i.y % 4u], wx[i.z / 4u][i.z % 4u], wx[i.w / 4u][i.w % 4u]);
-  return select(vec4f(), v, real(n));
-}
-
-fn read_bias(e: u32, n: u32) -> vec4f {
-  if (ALIGNED) {
-    return bias[e / 4u];
-  }
-  let i = elements(e, n);
-  let v = vec4f(bias[i.x / 4u][i.x % 4u], bias[i.y / 4u][i.y % 4u], bias[i.z / 4u][i.z % 4u], bias[i.w / 4u][i.w % 4u]);
-  return select(vec4f(), v, real(n));
-}
-
-fn write_y(e: u32, n: u32, v: vec4f) {
-  if (ALIGNED) {
-    y[e / 4u] = v;
-    return;
-  }
-  let i = e + vec4u(0u, 1u, 2u, 3u);
-  y[i.x / 4u][i.x % 4u] = v.x;
-  if (n > 1u) { y[i.y / 4u][i.y % 4u] = v.y; }
-  if (n > 2u) { y[i.z / 4u][i.z % 4u] = v.z; }
-  if (n > 3u) { y[i.w / 4u][i.w % 4u] = v.w; }
-}
-
-fn write_saved(e: u32, n: u32, v: vec4f) {
-  if (ALIGNED) {
-    saved[e / 4u] = v;
-    return;
-  }
-  let i = e + vec4u(0u, 1u, 2u, 3u);
-  saved[i.x / 4u][i.x % 4u] = v.x;
-  if (n > 1u) { saved[i.y / 4u][i.y % 4u] = v.y; }
-  if (n > 2u) { saved[i.z / 4u][i.z % 4u] = v.z; }
-  if (n > 3u) { saved[i.w / 4u][i.w % 4u] = v.w; }
 }
 
 // Component s of the state (0 y, 1 c, 2 n, 3 m) of sequence b at quad dq: once per dispatch, as scalars; zero

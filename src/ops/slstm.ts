@@ -16,8 +16,43 @@ import { expectShape, matrix, Tensor } from "../tensor.ts";
 import { gemm } from "./matmul.ts";
 import { sumRows } from "./reduce.ts";
 
-const KERNEL = { name: "slstm_recurrent_forward", code: common + code };
-const BACKWARD_KERNEL = { name: "slstm_recurrent_backward", code: common + backwardCode };
+/**
+ * WGSL accessors of quads of `array<vec4f>` bindings: `read_<name>(e, n)` / `write_<name>(e, n, v)` move elements
+ * e .. e + n − 1 (n ≤ 4; a short read is zero-padded), as one vec4 when the layout is `ALIGNED`. WGSL cannot pass a
+ * storage array to a function, so each binding gets its own, generated here from one template.
+ */
+function quadAccessors(reads: string[], writes: string[]): string {
+  const at = (name: string, c: string) => `${name}[i.${c} / 4u][i.${c} % 4u]`;
+  const read = (name: string) => `
+fn read_${name}(e: u32, n: u32) -> vec4f {
+  if (ALIGNED) {
+    return ${name}[e / 4u];
+  }
+  let i = elements(e, n);
+  return select(vec4f(), vec4f(${["x", "y", "z", "w"].map((c) => at(name, c)).join(", ")}), real(n));
+}
+`;
+  const write = (name: string) => `
+fn write_${name}(e: u32, n: u32, v: vec4f) {
+  if (ALIGNED) {
+    ${name}[e / 4u] = v;
+    return;
+  }
+  let i = e + vec4u(0u, 1u, 2u, 3u);
+  ${at(name, "x")} = v.x;
+  if (n > 1u) { ${at(name, "y")} = v.y; }
+  if (n > 2u) { ${at(name, "z")} = v.z; }
+  if (n > 3u) { ${at(name, "w")} = v.w; }
+}
+`;
+  return [...reads.map(read), ...writes.map(write)].join("");
+}
+
+const KERNEL = { name: "slstm_recurrent_forward", code: common + quadAccessors(["wx", "bias"], ["y", "saved"]) + code };
+const BACKWARD_KERNEL = {
+  name: "slstm_recurrent_backward",
+  code: common + quadAccessors(["saved", "dy"], ["dwx"]) + backwardCode,
+};
 
 /** Total loop iterations one invocation may run per dispatch; lavapipe silently stops loops at 65,535. */
 export const SLSTM_TRIP_BUDGET = 40_000;
